@@ -1,0 +1,41 @@
+# oxloop's developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.ready: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.ready ## Create .venv with the development tools
+
+build: venv ## Build oxloop (release) into .venv
+	$(VENV)/bin/maturin develop --release --quiet
+
+demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
+	$(PY) examples/demo.py
+
+test: build ## Run every test: cargo, pytest, CPython's test_asyncio conformance
+	cargo test --quiet
+	$(PY) -m pytest -q
+	$(PY) tests/conformance/run.py
+
+lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
+	cargo clippy --all-targets -- -D warnings
+	cargo fmt --check
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest oxloop._oxloop
+
+bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
+	$(PY) benches/micro.py
+
+.PHONY: help venv build demo test lint bench

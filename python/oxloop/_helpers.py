@@ -1,0 +1,83 @@
+"""The slow paths of the native loop: debug checks, formatting, logging.
+
+The Rust core calls these rarely (debug mode, errors, reprs); they are plain asyncio
+plumbing, written once here so that their output matches asyncio's word for word.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from asyncio import coroutines, format_helpers
+from asyncio.log import logger
+
+
+def extract_stack() -> Any:
+    """Where a handle is being created: the caller of the loop method (debug mode)."""
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+def check_callback(callback: Any, method: str) -> None:
+    if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        raise TypeError(f"coroutines cannot be used with {method}()")
+    if not callable(callback):
+        raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+
+def format_callback_source(callback: Any, args: Any) -> str:
+    return format_helpers._format_callback_source(callback, args)
+
+
+def handle_repr(handle: Any) -> str:
+    info = [type(handle).__name__]
+    if handle._cancelled:
+        info.append("cancelled")
+    if handle._callback is not None:
+        info.append(format_helpers._format_callback_source(handle._callback, handle._args))
+    if handle._source_traceback:
+        frame = handle._source_traceback[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
+    when = getattr(handle, "_when", None)
+    if when is not None:
+        info.insert(2 if handle._cancelled else 1, f"when={when}")
+    return "<{}>".format(" ".join(info))
+
+
+def log_slow_callback(handle: Any, took: float) -> None:
+    logger.warning("Executing %s took %.3f seconds", handle_repr(handle), took)
+
+
+def set_task_name(task: Any, name: Any) -> None:
+    """Names a factory-made task the way the running interpreter's asyncio does."""
+    if sys.version_info >= (3, 13):
+        task.set_name(name)
+        return
+    if name is None:
+        return
+    try:
+        set_name = task.set_name
+    except AttributeError:
+        return
+    set_name(name)
+
+
+def create_task(
+    loop: Any, coro: Any, name: Any, context: Any, factory: Any, kwargs: dict[str, Any] | None
+) -> Any:
+    """`loop.create_task` with a task factory, in debug mode, or with extra keywords."""
+    import asyncio
+
+    extra = dict(kwargs or {})
+    if factory is None:
+        if context is not None:
+            extra["context"] = context
+        task = asyncio.Task(coro, loop=loop, name=name, **extra)
+        if task._source_traceback:
+            del task._source_traceback[-1]
+        return task
+    if context is not None:
+        extra["context"] = context
+    task = factory(loop, coro, **extra)
+    set_task_name(task, name)
+    return task

@@ -1,0 +1,503 @@
+//! `LoopCore`: the loop's state and its scheduling API.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mio::Waker;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::errors::{loop_closed, os_error};
+use crate::handles::{Handle, TimerHandle};
+use crate::py::{self, GilCell};
+use crate::reactor::{self, IoEvent, Poller, Registrar};
+use crate::signals::SignalSocket;
+use crate::timers::{self, TimerHeap, TimerId};
+
+/// Longest single wait in the poller, as asyncio's `MAXIMUM_SELECT_TIMEOUT`.
+pub(super) const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
+
+/// State owned by the thread running the loop while it waits without the GIL.
+pub(super) struct PollState {
+    /// The epoll instance.
+    pub(super) poller: Poller,
+    /// Reports of the last wait, reused between iterations.
+    pub(super) events: Vec<IoEvent>,
+    /// Signal numbers read in the last iteration, reused between iterations.
+    pub(super) signals: Vec<u8>,
+}
+
+/// Everything else, guarded by the GIL.
+pub(super) struct State {
+    /// Callbacks to run in the next iteration, in order.
+    pub(super) ready: VecDeque<Py<Handle>>,
+    /// Handles scheduled for later.
+    pub(super) timers: TimerHeap<Py<TimerHandle>>,
+    /// Interest registrations; `None` once the loop is closed.
+    pub(super) registrar: Option<Registrar>,
+    /// `add_reader` callbacks by fd.
+    pub(super) readers: HashMap<RawFd, Py<Handle>>,
+    /// `add_writer` callbacks by fd.
+    pub(super) writers: HashMap<RawFd, Py<Handle>>,
+    /// Fds reported ready in the last iteration, re-armed before the next wait.
+    pub(super) fired: Vec<RawFd>,
+    /// The signal wake-up socket.
+    pub(super) signal_socket: Option<SignalSocket>,
+    /// `stop()` was called: finish this iteration, then return from `run_forever`.
+    pub(super) stopping: bool,
+    /// `close()` completed.
+    pub(super) closed: bool,
+    /// Debug mode.
+    pub(super) debug: bool,
+    /// `threading.get_ident()` of the thread running the loop, while it runs.
+    pub(super) thread_id: Option<u64>,
+    /// Callbacks slower than this are logged in debug mode.
+    pub(super) slow_callback_duration: f64,
+    /// `set_task_factory`'s factory.
+    pub(super) task_factory: Option<Py<PyAny>>,
+}
+
+/// The native part of the event loop.
+#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref, dict)]
+pub struct LoopCore {
+    /// Scheduling state, guarded by the GIL.
+    pub(super) state: GilCell<State>,
+    /// The poller, locked by the running thread for the duration of an iteration's wait.
+    pub(super) poll: Mutex<Option<PollState>>,
+    /// Interrupts a wait from other threads (`call_soon_threadsafe`).
+    pub(super) waker: Arc<Waker>,
+    /// A wake-up is already on its way to the poller: further ones can be skipped.
+    /// Cleared by the loop (holding the GIL) when it consumes the wake-up.
+    pub(super) wake_pending: AtomicBool,
+}
+
+impl LoopCore {
+    pub(crate) fn debug(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).debug
+    }
+
+    fn check_closed(&self, py: Python<'_>) -> PyResult<bool> {
+        let st = self.state.borrow_mut(py);
+        if st.closed {
+            return Err(loop_closed());
+        }
+        Ok(st.debug)
+    }
+
+    /// The debug-mode check that non-thread-safe methods run on the loop's own thread.
+    fn check_thread(&self, py: Python<'_>) -> PyResult<()> {
+        let owner = self.state.borrow_mut(py).thread_id;
+        match owner {
+            Some(id) if id != py::thread_ident(py) => Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Debug checks shared by every method that schedules a callback.
+    fn debug_checks(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        if check_thread {
+            self.check_thread(py)?;
+        }
+        py::call_helper(py, "check_callback", (callback, method))?;
+        Ok(())
+    }
+
+    /// Takes a timer out of the heap (called by `TimerHandle.cancel`).
+    pub fn cancel_timer(&self, py: Python<'_>, id: TimerId) {
+        let removed = self.state.borrow_mut(py).timers.cancel(id);
+        drop(removed);
+    }
+
+    /// Appends a handle to the ready queue.
+    pub(super) fn push_ready(&self, py: Python<'_>, handle: Py<Handle>) {
+        self.state.borrow_mut(py).ready.push_back(handle);
+    }
+
+    /// Interrupts the poller if it might be waiting, at most once per iteration.
+    pub(super) fn wake(&self) -> PyResult<()> {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake().map_err(os_error)?;
+        }
+        Ok(())
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = this.check_closed(py)?;
+        if debug {
+            this.debug_checks(py, &callback, method, true)?;
+        }
+        let base = Handle::create(
+            py,
+            callback.unbind(),
+            args.unbind(),
+            slf.clone().into_any().unbind(),
+            context,
+            debug,
+        )?;
+        let handle = Py::new(py, TimerHandle::create(when, base))?;
+        let id = this
+            .state
+            .borrow_mut(py)
+            .timers
+            .push(when, handle.clone_ref(py));
+        handle.borrow_mut(py).set_timer(Some(id));
+        Ok(handle)
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let (poller, registrar) = reactor::new().map_err(os_error)?;
+        let signal_socket = SignalSocket::new().map_err(os_error)?;
+        registrar
+            .register_token(signal_socket.read_fd(), reactor::SIGNAL_TOKEN)
+            .map_err(os_error)?;
+        let waker = registrar.waker();
+        Ok(LoopCore {
+            state: GilCell::new(State {
+                ready: VecDeque::new(),
+                timers: TimerHeap::new(),
+                registrar: Some(registrar),
+                readers: HashMap::new(),
+                writers: HashMap::new(),
+                fired: Vec::new(),
+                signal_socket: Some(signal_socket),
+                stopping: false,
+                closed: false,
+                debug: false,
+                thread_id: None,
+                slow_callback_duration: 0.1,
+                task_factory: None,
+            }),
+            poll: Mutex::new(Some(PollState {
+                poller,
+                events: Vec::with_capacity(64),
+                signals: Vec::new(),
+            })),
+            waker,
+            wake_pending: AtomicBool::new(false),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        timers::monotonic()
+    }
+
+    /// Schedules `callback(*args)` for the next iteration.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = this.check_closed(py)?;
+        if debug {
+            this.debug_checks(py, &callback, "call_soon", true)?;
+        }
+        let handle = Py::new(
+            py,
+            Handle::create(
+                py,
+                callback.unbind(),
+                args.unbind(),
+                slf.clone().into_any().unbind(),
+                context,
+                debug,
+            )?,
+        )?;
+        this.push_ready(py, handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Like `call_soon`, from any thread: wakes the loop if it is waiting.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = this.check_closed(py)?;
+        if debug {
+            this.debug_checks(py, &callback, "call_soon_threadsafe", false)?;
+        }
+        let handle = Py::new(
+            py,
+            Handle::create(
+                py,
+                callback.unbind(),
+                args.unbind(),
+                slf.clone().into_any().unbind(),
+                context,
+                debug,
+            )?,
+        )?;
+        this.push_ready(py, handle.clone_ref(py));
+        this.wake()?;
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` to run `delay` seconds from now.
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(delay) = delay else {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        };
+        Self::schedule_at(
+            slf,
+            timers::monotonic() + delay,
+            callback,
+            args,
+            context,
+            "call_at",
+        )
+    }
+
+    /// Schedules `callback(*args)` at `when` on the loop's clock.
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(when) = when else {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        };
+        Self::schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
+    /// A new `asyncio.Future` attached to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+        py::future_type(py)?.call((), Some(&kwargs))
+    }
+
+    /// Wraps a coroutine in a Task (through the task factory, if one is set).
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = this.check_closed(py)?;
+        let factory = this
+            .state
+            .borrow_mut(py)
+            .task_factory
+            .as_ref()
+            .map(|f| f.clone_ref(py));
+        if factory.is_some() || debug || kwargs.is_some_and(|k| !k.is_empty()) {
+            return py::call_helper(
+                py,
+                "create_task",
+                (slf, coro, name, context, factory, kwargs),
+            );
+        }
+        let kw = PyDict::new(py);
+        kw.set_item(pyo3::intern!(py, "loop"), slf)?;
+        if let Some(name) = name {
+            kw.set_item(pyo3::intern!(py, "name"), name)?;
+        }
+        if let Some(context) = context {
+            kw.set_item(pyo3::intern!(py, "context"), context)?;
+        }
+        py::task_type(py)?.call((coro,), Some(&kw))
+    }
+
+    fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        if let Some(f) = &factory {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            }
+        }
+        self.state.borrow_mut(py).task_factory = factory.map(Bound::unbind);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .task_factory
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+
+    /// Makes `run_forever` return after the current iteration.
+    fn stop(&self, py: Python<'_>) {
+        self.state.borrow_mut(py).stopping = true;
+    }
+
+    fn is_running(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).thread_id.is_some()
+    }
+
+    fn is_closed(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).closed
+    }
+
+    fn get_debug(&self, py: Python<'_>) -> bool {
+        self.debug(py)
+    }
+
+    #[pyo3(name = "_set_debug_flag")]
+    fn set_debug_flag(&self, py: Python<'_>, enabled: bool) {
+        self.state.borrow_mut(py).debug = enabled;
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self, py: Python<'_>) -> f64 {
+        self.state.borrow_mut(py).slow_callback_duration
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&self, py: Python<'_>, value: f64) {
+        self.state.borrow_mut(py).slow_callback_duration = value;
+    }
+
+    #[getter]
+    fn _thread_id(&self, py: Python<'_>) -> Option<u64> {
+        self.state.borrow_mut(py).thread_id
+    }
+
+    #[getter]
+    fn _stopping(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).stopping
+    }
+
+    /// Number of callbacks waiting for the next iteration.
+    #[getter]
+    fn _ready_count(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).ready.len()
+    }
+
+    /// Number of pending timers (cancelled ones are not counted: they leave the heap).
+    #[getter]
+    fn _timer_count(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).timers.len()
+    }
+
+    /// Queues an existing handle for the next iteration (signal delivery).
+    fn _add_callback(&self, py: Python<'_>, handle: Py<Handle>) -> PyResult<()> {
+        self.push_ready(py, handle);
+        self.wake()
+    }
+
+    /// The fd to pass to `signal.set_wakeup_fd`.
+    fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<RawFd> {
+        match &self.state.borrow_mut(py).signal_socket {
+            Some(s) => Ok(s.write_fd()),
+            None => Err(loop_closed()),
+        }
+    }
+
+    /// Runs iterations until `stop()`; the Python `run_forever` wraps it with the set-up
+    /// asyncio does around its loop.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        super::run::run_forever(slf)
+    }
+
+    /// Runs exactly one iteration (for tests and embedding).
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        super::run::run_once(slf)
+    }
+
+    /// Drops every scheduled callback and releases the poller: the native half of `close()`.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        if self.state.borrow_mut(py).thread_id.is_some() {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        let (ready, timers, readers, writers, registrar, signal_socket) = {
+            let mut st = self.state.borrow_mut(py);
+            st.closed = true;
+            st.fired.clear();
+            (
+                std::mem::take(&mut st.ready),
+                st.timers.drain(),
+                std::mem::take(&mut st.readers),
+                std::mem::take(&mut st.writers),
+                st.registrar.take(),
+                st.signal_socket.take(),
+            )
+        };
+        // Dropped outside the borrow: releasing handles can run arbitrary `__del__` code.
+        drop((ready, timers, readers, writers, registrar, signal_socket));
+        let poll = self
+            .poll
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("event loop poller is poisoned"))?
+            .take();
+        drop(poll);
+        Ok(())
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        super::io::add_watcher(slf, fd, callback, args, super::io::Direction::Read)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        super::io::add_watcher(slf, fd, callback, args, super::io::Direction::Write)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        super::io::remove_watcher(slf, fd, super::io::Direction::Read)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        super::io::remove_watcher(slf, fd, super::io::Direction::Write)
+    }
+}

@@ -1,0 +1,236 @@
+//! One iteration of the loop, the way asyncio's `BaseEventLoop._run_once` does it: wait for I/O
+//! (not at all if callbacks are ready), queue the I/O callbacks, then the due timers, then run
+//! exactly the callbacks queued so far. Callbacks they schedule wait for the next iteration.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use super::core::{LoopCore, PollState, MAX_POLL_TIMEOUT};
+use crate::errors::os_error;
+use crate::handles::{run_handle, Handle};
+use crate::py;
+use crate::reactor::{IoEvent, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::timers;
+
+/// Runs iterations until `stop()` is called or a callback raises `KeyboardInterrupt` /
+/// `SystemExit` (or the loop itself fails).
+pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    {
+        let mut st = this.state.borrow_mut(py);
+        if st.closed {
+            return Err(crate::errors::loop_closed());
+        }
+        if st.thread_id.is_some() {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        st.thread_id = Some(py::thread_ident(py));
+    }
+    let result = loop {
+        if let Err(e) = run_once(slf) {
+            break Err(e);
+        }
+        if this.state.borrow_mut(py).stopping {
+            break Ok(());
+        }
+    };
+    let mut st = this.state.borrow_mut(py);
+    st.stopping = false;
+    st.thread_id = None;
+    result
+}
+
+/// How long the next wait may last: not at all if anything is ready or the loop is stopping,
+/// until the next timer if there is one, else indefinitely (capped as asyncio caps it).
+fn poll_timeout(this: &LoopCore, py: Python<'_>) -> Option<Duration> {
+    let mut st = this.state.borrow_mut(py);
+    if !st.ready.is_empty() || st.stopping {
+        return Some(Duration::ZERO);
+    }
+    st.timers.next_deadline().map(|when| {
+        let wait = (when - timers::monotonic()).clamp(0.0, MAX_POLL_TIMEOUT);
+        Duration::from_secs_f64(wait)
+    })
+}
+
+pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    rearm_fired(this, py)?;
+    let timeout = poll_timeout(this, py);
+    let blocking = timeout != Some(Duration::ZERO);
+    if blocking {
+        // A signal that arrived while callbacks ran must not wait for the poller's timeout.
+        py.check_signals()?;
+    }
+
+    let mut guard = this
+        .poll
+        .lock()
+        .map_err(|_| PyRuntimeError::new_err("event loop poller is poisoned"))?;
+    let Some(state) = guard.as_mut() else {
+        return Err(crate::errors::loop_closed());
+    };
+    state.events.clear();
+    let polled = if blocking {
+        let PollState { poller, events, .. } = state;
+        py.detach(|| poller.poll(timeout, events))
+    } else {
+        state.poller.poll(timeout, &mut state.events)
+    };
+    match polled {
+        Ok(()) => {}
+        // Interrupted by a signal: its Python-level handler runs now (Ctrl-C raises here).
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+        Err(e) => return Err(os_error(e)),
+    }
+    let events = std::mem::take(&mut state.events);
+    let mut signals = std::mem::take(&mut state.signals);
+    drop(guard);
+
+    let outcome = process_events(slf, &events, &mut signals);
+    if let Ok(mut guard) = this.poll.lock() {
+        if let Some(state) = guard.as_mut() {
+            state.events = events;
+            signals.clear();
+            state.signals = signals;
+        }
+    }
+    outcome?;
+
+    queue_due_timers(this, py);
+    run_ready(slf)
+}
+
+/// Re-arms the fds reported last iteration, now that their callbacks have run, so that any
+/// still ready are reported again (level-triggered semantics).
+fn rearm_fired(this: &LoopCore, py: Python<'_>) -> PyResult<()> {
+    let mut st = this.state.borrow_mut(py);
+    if st.fired.is_empty() {
+        return Ok(());
+    }
+    let st = &mut *st;
+    if let Some(registrar) = st.registrar.as_mut() {
+        for fd in st.fired.drain(..) {
+            registrar.rearm(fd).map_err(os_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn process_events(
+    slf: &Bound<'_, LoopCore>,
+    events: &[IoEvent],
+    signals: &mut Vec<u8>,
+) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    for ev in events {
+        if ev.token == WAKER_TOKEN {
+            this.wake_pending.store(false, Ordering::Release);
+        } else if ev.token == SIGNAL_TOKEN {
+            let mut st = this.state.borrow_mut(py);
+            if let Some(sock) = st.signal_socket.as_mut() {
+                sock.drain(signals).map_err(os_error)?;
+            }
+        } else {
+            let fd = ev.token.0 as std::os::fd::RawFd;
+            let (reader, writer) = {
+                let mut st = this.state.borrow_mut(py);
+                st.fired.push(fd);
+                let reader = if ev.readable {
+                    st.readers.get(&fd).map(|h| h.clone_ref(py))
+                } else {
+                    None
+                };
+                let writer = if ev.writable {
+                    st.writers.get(&fd).map(|h| h.clone_ref(py))
+                } else {
+                    None
+                };
+                (reader, writer)
+            };
+            if let Some(h) = reader {
+                queue_io_callback(slf, h, fd, super::io::Direction::Read)?;
+            }
+            if let Some(h) = writer {
+                queue_io_callback(slf, h, fd, super::io::Direction::Write)?;
+            }
+        }
+    }
+    for sig in signals.drain(..) {
+        slf.call_method1(pyo3::intern!(py, "_handle_signal"), (sig,))?;
+    }
+    Ok(())
+}
+
+fn queue_io_callback(
+    slf: &Bound<'_, LoopCore>,
+    handle: Py<Handle>,
+    fd: std::os::fd::RawFd,
+    dir: super::io::Direction,
+) -> PyResult<()> {
+    let py = slf.py();
+    if handle.borrow(py).is_cancelled() {
+        let fd = fd.into_pyobject(py)?;
+        match dir {
+            super::io::Direction::Read => slf.call_method1(pyo3::intern!(py, "remove_reader"), (fd,))?,
+            super::io::Direction::Write => slf.call_method1(pyo3::intern!(py, "remove_writer"), (fd,))?,
+        };
+    } else {
+        slf.get().push_ready(py, handle);
+    }
+    Ok(())
+}
+
+fn queue_due_timers(this: &LoopCore, py: Python<'_>) {
+    let now = timers::monotonic();
+    let mut st = this.state.borrow_mut(py);
+    let st = &mut *st;
+    while let Some(timer) = st.timers.pop_due(now) {
+        timer.borrow_mut(py).set_timer(None);
+        let handle: Py<Handle> = timer.into_bound(py).into_super().unbind();
+        st.ready.push_back(handle);
+    }
+}
+
+fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let (ntodo, debug) = {
+        let st = this.state.borrow_mut(py);
+        (st.ready.len(), st.debug)
+    };
+    for _ in 0..ntodo {
+        let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
+            break;
+        };
+        let handle = handle.into_bound(py);
+        if handle.borrow().is_cancelled() {
+            continue;
+        }
+        if debug {
+            run_timed(slf, &handle)?;
+        } else {
+            run_handle(&handle)?;
+        }
+    }
+    Ok(())
+}
+
+/// Debug mode: runs a callback and logs it if it took `slow_callback_duration` or longer.
+fn run_timed(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let py = slf.py();
+    let start = timers::monotonic();
+    let result = run_handle(handle);
+    let took = timers::monotonic() - start;
+    let limit = slf.get().state.borrow_mut(py).slow_callback_duration;
+    if took >= limit {
+        py::call_helper(py, "log_slow_callback", (handle, took))?;
+    }
+    result
+}

@@ -1,0 +1,24 @@
+//! oxloop: a drop-in asyncio event loop for CPython, written in Rust.
+//!
+//! The pure-Rust core ([`timers`], [`reactor`], [`signals`]) knows nothing of Python and is
+//! tested with `cargo test`; [`handles`] and [`event_loop`] are the PyO3 face over it, and
+//! [`py`] holds the cached imports and the crate's only raw FFI. See ARCHITECTURE.md.
+
+pub mod errors;
+pub mod event_loop;
+pub mod handles;
+pub mod py;
+pub mod reactor;
+pub mod signals;
+pub mod timers;
+
+use pyo3::prelude::*;
+
+/// The extension module `oxloop._oxloop`.
+#[pymodule(gil_used = true)]
+mod _oxloop {
+    #[pymodule_export]
+    use crate::event_loop::LoopCore;
+    #[pymodule_export]
+    use crate::handles::{Handle, TimerHandle};
+}

@@ -1,0 +1,309 @@
+//! The I/O reactor: readiness of file descriptors, built on mio (epoll on Linux, kqueue on BSDs).
+//!
+//! mio is edge-triggered, while asyncio's `add_reader`/`add_writer` are level-triggered: a
+//! callback runs again on the next iteration for as long as its fd stays ready. The reactor
+//! bridges the two by re-arming (`EPOLL_CTL_MOD`) every fd that fired once the callbacks of that
+//! iteration have run: re-arming re-evaluates readiness, so an fd that is still ready is
+//! reported again, and one the callback drained is not. Re-arming only after the callbacks ran
+//! keeps a drained fd from being reported a second time, which would wake a callback that then
+//! blocks in a read.
+//!
+//! The reactor is split in two: the [`Poller`], which owns the `epoll` instance and is only
+//! touched by the thread running the loop (it waits without the GIL), and the [`Registrar`],
+//! which adds and removes interests and can be shared.
+//!
+//! Pure Rust: no Python types here.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+/// Token of the cross-thread waker.
+pub const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Token of the signal wake-up socket.
+pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+
+/// Interest in an fd: a bit set of [`READ`] and [`WRITE`].
+pub type Interests = u8;
+/// Interest in readability.
+pub const READ: Interests = 1;
+/// Interest in writability.
+pub const WRITE: Interests = 2;
+
+/// One readiness report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoEvent {
+    /// The token the fd was registered with (the fd itself for fd registrations).
+    pub token: Token,
+    /// Ready for reading, or hung up / in error (a read will not block).
+    pub readable: bool,
+    /// Ready for writing, or hung up / in error (a write will not block).
+    pub writable: bool,
+}
+
+/// Waits for readiness. Owned by the thread that runs the loop.
+pub struct Poller {
+    /// The mio poll instance (an epoll fd on Linux).
+    poll: Poll,
+    /// Reused event buffer, so a wait allocates nothing.
+    events: Events,
+}
+
+/// Adds, changes and removes interests; wakes the poller from other threads.
+pub struct Registrar {
+    /// A handle on the poll instance's registry.
+    registry: Registry,
+    /// Wakes a poller blocked in [`Poller::poll`]; usable from any thread.
+    waker: Arc<Waker>,
+    /// Current interests per registered fd; an fd is registered with epoll iff present.
+    interests: HashMap<RawFd, Interests>,
+}
+
+/// Creates a reactor: the poller and its registrar.
+pub fn new() -> io::Result<(Poller, Registrar)> {
+    let poll = Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+    Ok((
+        Poller {
+            poll,
+            events: Events::with_capacity(1024),
+        },
+        Registrar {
+            registry,
+            waker,
+            interests: HashMap::new(),
+        },
+    ))
+}
+
+fn mio_interest(interests: Interests) -> Option<Interest> {
+    match interests & (READ | WRITE) {
+        READ => Some(Interest::READABLE),
+        WRITE => Some(Interest::WRITABLE),
+        0 => None,
+        _ => Some(Interest::READABLE | Interest::WRITABLE),
+    }
+}
+
+fn fd_token(fd: RawFd) -> Token {
+    Token(fd as usize)
+}
+
+impl Poller {
+    /// Waits up to `timeout` (forever if `None`) and appends the reports to `out`.
+    ///
+    /// mio rounds sub-millisecond timeouts up, so a timer is never woken for early.
+    /// An interrupted wait (`EINTR`) is returned as an error of kind `Interrupted`.
+    pub fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<IoEvent>) -> io::Result<()> {
+        self.poll.poll(&mut self.events, timeout)?;
+        out.extend(self.events.iter().map(|e| {
+            let trouble = e.is_error() || e.is_read_closed() || e.is_write_closed();
+            IoEvent {
+                token: e.token(),
+                readable: e.is_readable() || trouble,
+                writable: e.is_writable() || trouble,
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Registrar {
+    /// A waker that other threads use to interrupt [`Poller::poll`].
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Current interests in `fd` (0 when not registered).
+    pub fn interests(&self, fd: RawFd) -> Interests {
+        self.interests.get(&fd).copied().unwrap_or(0)
+    }
+
+    /// Registers an extra source (such as the signal socket) under its own token.
+    pub fn register_token(&self, fd: RawFd, token: Token) -> io::Result<()> {
+        self.registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+    }
+
+    /// Sets the interests in `fd` to exactly `interests`, registering or deregistering it.
+    pub fn set(&mut self, fd: RawFd, interests: Interests) -> io::Result<()> {
+        let current = self.interests(fd);
+        match (current, mio_interest(interests)) {
+            (0, None) => Ok(()),
+            (_, None) => {
+                self.interests.remove(&fd);
+                match self.registry.deregister(&mut SourceFd(&fd)) {
+                    // The fd was closed (and so left epoll) before it was removed from the
+                    // loop, or was replaced by another file: nothing is left to undo.
+                    Err(e) if is_gone(&e) => Ok(()),
+                    other => other,
+                }
+            }
+            (0, Some(interest)) => {
+                self.add(fd, interest)?;
+                self.interests.insert(fd, interests);
+                Ok(())
+            }
+            (_, Some(interest)) => {
+                self.modify(fd, interest)?;
+                self.interests.insert(fd, interests);
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-arms `fd` so that it is reported again if it is still ready (level-triggered
+    /// behaviour on an edge-triggered poller).
+    pub fn rearm(&mut self, fd: RawFd) -> io::Result<()> {
+        match self.interests.get(&fd).copied().and_then(mio_interest) {
+            Some(interest) => self.modify(fd, interest),
+            None => Ok(()),
+        }
+    }
+
+    fn add(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        match self
+            .registry
+            .register(&mut SourceFd(&fd), fd_token(fd), interest)
+        {
+            // A previous file with this number was closed without being removed, and this
+            // number was reused by a file that epoll still tracks under the old registration.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.registry
+                    .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
+            }
+            other => other,
+        }
+    }
+
+    fn modify(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        match self
+            .registry
+            .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
+        {
+            // Closing an fd removes it from epoll; a new file may have taken its number.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.registry
+                    .register(&mut SourceFd(&fd), fd_token(fd), interest)
+            }
+            other => other,
+        }
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn poll_once(p: &mut Poller, ms: u64) -> Vec<IoEvent> {
+        let mut out = Vec::new();
+        p.poll(Some(Duration::from_millis(ms)), &mut out)
+            .expect("poll");
+        out
+    }
+
+    #[test]
+    fn reports_readable_fd() {
+        let (mut p, mut r) = new().expect("reactor");
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        r.set(a.as_raw_fd(), READ).expect("register");
+        assert!(poll_once(&mut p, 0).is_empty());
+        b.write_all(b"x").expect("write");
+        let ev = poll_once(&mut p, 1000);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].token, Token(a.as_raw_fd() as usize));
+        assert!(ev[0].readable);
+    }
+
+    #[test]
+    fn rearm_gives_level_triggered_reports() {
+        let (mut p, mut r) = new().expect("reactor");
+        let (mut a, mut b) = UnixStream::pair().expect("pair");
+        r.set(a.as_raw_fd(), READ).expect("register");
+        b.write_all(b"xy").expect("write");
+        assert_eq!(poll_once(&mut p, 1000).len(), 1);
+        // Edge-triggered: without a re-arm the still-readable fd is not reported again.
+        assert!(poll_once(&mut p, 0).is_empty());
+        r.rearm(a.as_raw_fd()).expect("rearm");
+        assert_eq!(poll_once(&mut p, 0).len(), 1);
+        let mut buf = [0u8; 2];
+        a.read_exact(&mut buf).expect("read");
+        r.rearm(a.as_raw_fd()).expect("rearm");
+        assert!(poll_once(&mut p, 0).is_empty());
+    }
+
+    #[test]
+    fn interests_combine_and_clear() {
+        let (mut p, mut r) = new().expect("reactor");
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let fd = a.as_raw_fd();
+        r.set(fd, WRITE).expect("writer");
+        let ev = poll_once(&mut p, 1000);
+        assert!(ev[0].writable && !ev[0].readable);
+        r.set(fd, READ | WRITE).expect("both");
+        assert_eq!(r.interests(fd), READ | WRITE);
+        r.set(fd, 0).expect("clear");
+        assert_eq!(r.interests(fd), 0);
+        assert!(poll_once(&mut p, 0).is_empty());
+    }
+
+    #[test]
+    fn hangup_reports_readable() {
+        let (mut p, mut r) = new().expect("reactor");
+        let (a, b) = UnixStream::pair().expect("pair");
+        r.set(a.as_raw_fd(), READ).expect("register");
+        drop(b);
+        let ev = poll_once(&mut p, 1000);
+        assert!(ev[0].readable);
+    }
+
+    #[test]
+    fn closed_fd_can_be_removed_and_its_number_reused() {
+        let (_p, mut r) = new().expect("reactor");
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let fd = a.as_raw_fd();
+        r.set(fd, READ).expect("register");
+        drop(a);
+        r.set(fd, 0).expect("remove after close");
+        let (c, _d) = UnixStream::pair().expect("pair");
+        r.set(c.as_raw_fd(), READ).expect("register reused number");
+    }
+
+    #[test]
+    fn waker_interrupts_poll_from_another_thread() {
+        let (mut p, r) = new().expect("reactor");
+        let waker = r.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake().expect("wake");
+        });
+        let mut out = Vec::new();
+        p.poll(Some(Duration::from_secs(10)), &mut out)
+            .expect("poll");
+        t.join().expect("join");
+        assert_eq!(out[0].token, WAKER_TOKEN);
+    }
+
+    #[test]
+    fn sub_millisecond_timeout_is_not_a_busy_poll() {
+        let (mut p, _r) = new().expect("reactor");
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        p.poll(Some(Duration::from_micros(300)), &mut out)
+            .expect("poll");
+        assert!(start.elapsed() >= Duration::from_micros(300));
+    }
+}
