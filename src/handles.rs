@@ -5,8 +5,10 @@
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
+use pyo3::PyTraverseError;
 
 use crate::event_loop::LoopCore;
 use crate::py;
@@ -21,8 +23,9 @@ pub struct Handle {
     args: Option<Py<PyTuple>>,
     /// The `contextvars.Context` the callback runs in.
     context: Py<PyAny>,
-    /// The loop (the Python object) the handle belongs to.
-    loop_: Py<PyAny>,
+    /// The loop the handle belongs to, held weakly: a queued handle must not keep its loop
+    /// alive, since queued handles are hidden from the garbage collector.
+    loop_: LoopRef,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: bool,
     /// In debug mode, the repr captured at cancellation, when the callback is still known.
@@ -32,13 +35,44 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
 }
 
+/// A reference from a handle to its loop.
+enum LoopRef {
+    /// The usual case: loops support weak references.
+    Weak(Py<PyWeakrefReference>),
+    /// An object passed as `loop` to `Handle(...)` that cannot be referenced weakly.
+    Strong(Py<PyAny>),
+}
+
+impl LoopRef {
+    fn new(loop_: &Bound<'_, PyAny>) -> LoopRef {
+        match PyWeakrefReference::new(loop_) {
+            Ok(w) => LoopRef::Weak(w.unbind()),
+            Err(_) => LoopRef::Strong(loop_.clone().unbind()),
+        }
+    }
+
+    fn get<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        match self {
+            LoopRef::Weak(w) => w.bind(py).upgrade(),
+            LoopRef::Strong(s) => Some(s.bind(py).clone()),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            LoopRef::Weak(w) => visit.call(w),
+            LoopRef::Strong(s) => visit.call(s),
+        }
+    }
+}
+
 impl Handle {
     /// A handle for `callback(*args)` in `context` (a copy of the current one when `None`).
     pub fn create(
         py: Python<'_>,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
-        loop_: Py<PyAny>,
+        loop_: &Bound<'_, PyAny>,
         context: Option<Py<PyAny>>,
         debug: bool,
     ) -> PyResult<Handle> {
@@ -55,7 +89,7 @@ impl Handle {
             callback: Some(callback),
             args: Some(args),
             context,
-            loop_,
+            loop_: LoopRef::new(loop_),
             cancelled: false,
             repr: None,
             source_traceback,
@@ -76,10 +110,16 @@ impl Handle {
                 return Ok(());
             }
             h.cancelled = true;
-            h.loop_.clone_ref(py)
+            h.loop_.get(py)
         };
+        // Whatever held it in a queue lets go of it now: the collector must see it again.
+        py::gc_track(handle.as_any());
         // In debug mode keep what the callback was, for the repr, before it is released.
-        let repr = if loop_debug(loop_.bind(py))? {
+        let debug = match &loop_ {
+            Some(l) => loop_debug(l)?,
+            None => false,
+        };
+        let repr = if debug {
             Some(py::call_helper(py, "handle_repr", (handle,))?.unbind())
         } else {
             None
@@ -142,11 +182,14 @@ fn report_callback_error(
     if let Some(tb) = &h.source_traceback {
         context.set_item("source_traceback", tb)?;
     }
-    let loop_ = h.loop_.clone_ref(py);
+    let loop_ = h.loop_.get(py);
     drop(h);
-    loop_
-        .bind(py)
-        .call_method1("call_exception_handler", (context,))?;
+    match loop_ {
+        Some(l) => {
+            l.call_method1("call_exception_handler", (context,))?;
+        }
+        None => err.write_unraisable(py, Some(handle.as_any())),
+    }
     Ok(())
 }
 
@@ -167,12 +210,28 @@ impl Handle {
             args.bind(py).cast::<PyTuple>()?.clone().unbind()
         };
         let debug = loop_debug(r#loop.bind(py))?;
-        Handle::create(py, callback, args, r#loop, context, debug)
+        Handle::create(py, callback, args, r#loop.bind(py), context, debug)
     }
 
     /// Cancels the call; a cancelled handle is never run.
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         Handle::cancel_bound(slf)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        self.loop_.traverse(&visit)?;
+        visit.call(&self.repr)?;
+        visit.call(&self.source_traceback)
+    }
+
+    fn __clear__(&mut self) {
+        self.callback = None;
+        self.args = None;
+        self.repr = None;
+        self.source_traceback = None;
     }
 
     /// Whether the handle was cancelled.
@@ -205,8 +264,8 @@ impl Handle {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
-        self.loop_.clone_ref(py)
+    fn _loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.loop_.get(py)
     }
 
     #[getter]
@@ -286,9 +345,11 @@ impl TimerHandle {
             return Ok(());
         }
         let timer = slf.borrow_mut().timer.take();
-        let loop_ = slf.as_super().borrow().loop_.clone_ref(py);
-        if let (Some(id), Ok(core)) = (timer, loop_.bind(py).cast::<LoopCore>()) {
-            core.get().cancel_timer(py, id);
+        let loop_ = slf.as_super().borrow().loop_.get(py);
+        if let (Some(id), Some(loop_)) = (timer, loop_) {
+            if let Ok(core) = loop_.cast::<LoopCore>() {
+                core.get().cancel_timer(py, id);
+            }
         }
         Handle::cancel_bound(slf.as_super())
     }
@@ -325,7 +386,10 @@ impl TimerHandle {
                 }
             }
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 
@@ -337,7 +401,11 @@ fn opt_eq(py: Python<'_>, a: &Option<Py<PyAny>>, b: &Option<Py<PyAny>>) -> PyRes
     }
 }
 
-fn opt_eq_tuple(py: Python<'_>, a: &Option<Py<PyTuple>>, b: &Option<Py<PyTuple>>) -> PyResult<bool> {
+fn opt_eq_tuple(
+    py: Python<'_>,
+    a: &Option<Py<PyTuple>>,
+    b: &Option<Py<PyTuple>>,
+) -> PyResult<bool> {
     match (a, b) {
         (None, None) => Ok(true),
         (Some(a), Some(b)) => a.bind(py).eq(b.bind(py)),

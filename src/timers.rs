@@ -134,7 +134,11 @@ impl<T> TimerHeap<T> {
                 (self.slots.len() - 1) as u32
             }
         };
-        let when = if when.is_nan() { f64::NEG_INFINITY } else { when };
+        let when = if when.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            when
+        };
         self.heap.push(Entry { when, seq, slot });
         self.live += 1;
         TimerId { slot, seq }
@@ -167,8 +171,16 @@ impl<T> TimerHeap<T> {
         }
         let entry = self.heap.pop()?;
         let payload = self.take_slot(entry);
-        debug_assert!(payload.is_some(), "drop_dead_top leaves a live entry on top");
+        debug_assert!(
+            payload.is_some(),
+            "drop_dead_top leaves a live entry on top"
+        );
         payload
+    }
+
+    /// The live payloads, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().filter_map(|s| s.payload.as_ref())
     }
 
     /// Removes every timer, returning the live payloads in no particular order.
@@ -240,7 +252,8 @@ impl<T> TimerHeap<T> {
             used.pop();
             self.slots.pop();
         }
-        self.slots.shrink_to(self.slots.len().max(MIN_TOMBSTONES_TO_SWEEP));
+        self.slots
+            .shrink_to(self.slots.len().max(MIN_TOMBSTONES_TO_SWEEP));
         let len = self.slots.len() as u32;
         self.free.retain(|&s| s < len);
         self.free.sort_unstable();
@@ -325,7 +338,11 @@ mod tests {
             h.cancel(id);
         }
         assert!(h.heap_len() <= MIN_TOMBSTONES_TO_SWEEP, "{}", h.heap_len());
-        assert!(h.slots.len() <= 4 * MIN_TOMBSTONES_TO_SWEEP, "{}", h.slots.len());
+        assert!(
+            h.slots.len() <= 4 * MIN_TOMBSTONES_TO_SWEEP,
+            "{}",
+            h.slots.len()
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::PyTraverseError;
 
 use crate::errors::{loop_closed, os_error};
 use crate::handles::{Handle, TimerHandle};
@@ -150,11 +152,12 @@ impl LoopCore {
             py,
             callback.unbind(),
             args.unbind(),
-            slf.clone().into_any().unbind(),
+            slf.as_any(),
             context,
             debug,
         )?;
         let handle = Py::new(py, TimerHandle::create(when, base))?;
+        py::gc_untrack(handle.bind(py).as_any());
         let id = this
             .state
             .borrow_mut(py)
@@ -162,6 +165,16 @@ impl LoopCore {
             .push(when, handle.clone_ref(py));
         handle.borrow_mut(py).set_timer(Some(id));
         Ok(handle)
+    }
+}
+
+/// Lets go of queued handles, handing any that someone else still holds back to the collector.
+fn release_handles(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<TimerHandle>>) {
+    for h in ready {
+        py::gc_track_if_shared(h.bind(py).as_any());
+    }
+    for h in timers {
+        py::gc_track_if_shared(h.bind(py).as_any());
     }
 }
 
@@ -202,6 +215,41 @@ impl LoopCore {
         })
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.state.try_borrow_for_gc() else {
+            return Ok(());
+        };
+        for h in st.ready.iter() {
+            visit.call(h)?;
+        }
+        for h in st.timers.iter() {
+            visit.call(h)?;
+        }
+        for h in st.readers.values().chain(st.writers.values()) {
+            visit.call(h)?;
+        }
+        visit.call(&st.task_factory)
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let (ready, timers, released) = {
+            let Some(mut st) = self.state.try_borrow_mut(py) else {
+                return;
+            };
+            (
+                std::mem::take(&mut st.ready),
+                st.timers.drain(),
+                (
+                    std::mem::take(&mut st.readers),
+                    std::mem::take(&mut st.writers),
+                    st.task_factory.take(),
+                ),
+            )
+        };
+        release_handles(py, ready, timers);
+        drop(released);
+    }
+
     /// The loop's clock: `time.monotonic()`.
     fn time(&self) -> f64 {
         timers::monotonic()
@@ -227,11 +275,12 @@ impl LoopCore {
                 py,
                 callback.unbind(),
                 args.unbind(),
-                slf.clone().into_any().unbind(),
+                slf.as_any(),
                 context,
                 debug,
             )?,
         )?;
+        py::gc_untrack(handle.bind(py).as_any());
         this.push_ready(py, handle.clone_ref(py));
         Ok(handle)
     }
@@ -256,11 +305,12 @@ impl LoopCore {
                 py,
                 callback.unbind(),
                 args.unbind(),
-                slf.clone().into_any().unbind(),
+                slf.as_any(),
                 context,
                 debug,
             )?,
         )?;
+        py::gc_untrack(handle.bind(py).as_any());
         this.push_ready(py, handle.clone_ref(py));
         this.wake()?;
         Ok(handle)
@@ -305,10 +355,9 @@ impl LoopCore {
 
     /// A new `asyncio.Future` attached to this loop.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        static KW: py::KwNames = py::KwNames::new(&["loop"]);
         let py = slf.py();
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
-        py::future_type(py)?.call((), Some(&kwargs))
+        py::vectorcall(py::future_type(py)?, &[], &[slf.as_any()], KW.get(py)?)
     }
 
     /// Wraps a coroutine in a Task (through the task factory, if one is set).
@@ -336,21 +385,28 @@ impl LoopCore {
                 (slf, coro, name, context, factory, kwargs),
             );
         }
-        let kw = PyDict::new(py);
-        kw.set_item(pyo3::intern!(py, "loop"), slf)?;
-        if let Some(name) = name {
-            kw.set_item(pyo3::intern!(py, "name"), name)?;
+        static KW_LOOP: py::KwNames = py::KwNames::new(&["loop"]);
+        static KW_NAME: py::KwNames = py::KwNames::new(&["loop", "name"]);
+        static KW_CONTEXT: py::KwNames = py::KwNames::new(&["loop", "context"]);
+        static KW_BOTH: py::KwNames = py::KwNames::new(&["loop", "name", "context"]);
+        let task = py::task_type(py)?;
+        let this_loop = slf.as_any();
+        match (&name, &context) {
+            (None, None) => py::vectorcall(task, &[&coro], &[this_loop], KW_LOOP.get(py)?),
+            (Some(n), None) => py::vectorcall(task, &[&coro], &[this_loop, n], KW_NAME.get(py)?),
+            (None, Some(c)) => py::vectorcall(task, &[&coro], &[this_loop, c], KW_CONTEXT.get(py)?),
+            (Some(n), Some(c)) => {
+                py::vectorcall(task, &[&coro], &[this_loop, n, c], KW_BOTH.get(py)?)
+            }
         }
-        if let Some(context) = context {
-            kw.set_item(pyo3::intern!(py, "context"), context)?;
-        }
-        py::task_type(py)?.call((coro,), Some(&kw))
     }
 
     fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         if let Some(f) = &factory {
             if !f.is_callable() {
-                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+                return Err(PyTypeError::new_err(
+                    "task factory must be a callable or None",
+                ));
             }
         }
         self.state.borrow_mut(py).task_factory = factory.map(Bound::unbind);
@@ -462,8 +518,9 @@ impl LoopCore {
                 st.signal_socket.take(),
             )
         };
+        release_handles(py, ready, timers);
         // Dropped outside the borrow: releasing handles can run arbitrary `__del__` code.
-        drop((ready, timers, readers, writers, registrar, signal_socket));
+        drop((readers, writers, registrar, signal_socket));
         let poll = self
             .poll
             .lock()

@@ -42,12 +42,22 @@ pub(super) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         Ok(fd) if obj.is_instance_of::<pyo3::types::PyInt>() => fd,
         _ => obj
             .call_method0("fileno")
-            .and_then(|f| f.call_method0("__index__").or_else(|_| f.call_method0("__int__")))
+            .and_then(|f| {
+                f.call_method0("__index__")
+                    .or_else(|_| f.call_method0("__int__"))
+            })
             .and_then(|f| f.extract::<i64>())
-            .map_err(|_| PyValueError::new_err(format!("Invalid file object: {}", obj.repr().map(|r| r.to_string()).unwrap_or_default())))?,
+            .map_err(|_| {
+                PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?,
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
@@ -75,7 +85,7 @@ pub(super) fn add_watcher(
             py,
             callback.unbind(),
             args.unbind(),
-            slf.clone().into_any().unbind(),
+            slf.as_any(),
             None,
             debug,
         )?,

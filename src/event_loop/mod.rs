@@ -10,4 +10,3 @@ mod io;
 mod run;
 
 pub use self::core::LoopCore;
-

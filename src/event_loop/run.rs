@@ -26,7 +26,9 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             return Err(crate::errors::loop_closed());
         }
         if st.thread_id.is_some() {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         st.thread_id = Some(py::thread_ident(py));
     }
@@ -178,8 +180,12 @@ fn queue_io_callback(
     if handle.borrow(py).is_cancelled() {
         let fd = fd.into_pyobject(py)?;
         match dir {
-            super::io::Direction::Read => slf.call_method1(pyo3::intern!(py, "remove_reader"), (fd,))?,
-            super::io::Direction::Write => slf.call_method1(pyo3::intern!(py, "remove_writer"), (fd,))?,
+            super::io::Direction::Read => {
+                slf.call_method1(pyo3::intern!(py, "remove_reader"), (fd,))?
+            }
+            super::io::Direction::Write => {
+                slf.call_method1(pyo3::intern!(py, "remove_writer"), (fd,))?
+            }
         };
     } else {
         slf.get().push_ready(py, handle);
@@ -213,11 +219,14 @@ fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         if handle.borrow().is_cancelled() {
             continue;
         }
-        if debug {
-            run_timed(slf, &handle)?;
+        let result = if debug {
+            run_timed(slf, &handle)
         } else {
-            run_handle(&handle)?;
-        }
+            run_handle(&handle)
+        };
+        // The queue's reference ends here; if the handle lives on, the collector must see it.
+        py::gc_track_if_shared(handle.as_any());
+        result?;
     }
     Ok(())
 }

@@ -25,6 +25,19 @@ impl<T> GilCell<T> {
         GilCell(RefCell::new(value))
     }
 
+    /// Shared access for the garbage collector's traversal, which runs with the GIL held but
+    /// without a token to show for it; `None` if the cell is borrowed right now (a collection
+    /// triggered while the state is being changed), in which case the caller skips the visit.
+    pub fn try_borrow_for_gc(&self) -> Option<std::cell::Ref<'_, T>> {
+        self.0.try_borrow().ok()
+    }
+
+    /// Mutable access if no borrow is active (for the collector's `tp_clear`, which may run in
+    /// the middle of an allocation).
+    pub fn try_borrow_mut<'a>(&'a self, _py: Python<'_>) -> Option<RefMut<'a, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+
     /// Mutable access, proven exclusive by the GIL token.
     #[inline]
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {

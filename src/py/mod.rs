@@ -28,7 +28,9 @@ pub fn task_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 /// are plain asyncio plumbing (formatting callbacks, debug checks, logging).
 pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     HELPERS
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("oxloop._helpers")?.unbind()))
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("oxloop._helpers")?.unbind())
+        })
         .map(|m| m.bind(py))
 }
 
@@ -39,6 +41,73 @@ pub fn call_helper<'py>(
     args: impl pyo3::call::PyCallArgs<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
     helpers(py)?.getattr(name)?.call1(args)
+}
+
+/// Calls `callable(*positional, **dict(zip(kwnames, keyword_values)))` through vectorcall,
+/// which spares the keyword dict `Bound::call` would build on every `create_task`.
+pub fn vectorcall<'py>(
+    callable: &Bound<'py, PyAny>,
+    positional: &[&Bound<'py, PyAny>],
+    keyword_values: &[&Bound<'py, PyAny>],
+    kwnames: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let mut argv: [*mut ffi::PyObject; 8] = [std::ptr::null_mut(); 8];
+    let total = positional.len() + keyword_values.len();
+    if total > argv.len() || keyword_values.len() != kwnames.len() {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "oxloop: vectorcall used with more arguments than it supports",
+        ));
+    }
+    for (slot, arg) in argv.iter_mut().zip(positional.iter().chain(keyword_values)) {
+        *slot = arg.as_ptr();
+    }
+    // SAFETY: the GIL is held; `argv[..total]` are borrowed references kept alive by the
+    // `Bound`s for the duration of the call; `kwnames` is a tuple of str whose length is the
+    // number of keyword values after the positional ones, as the vectorcall protocol requires.
+    // The result is a new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_Vectorcall(
+                callable.as_ptr(),
+                argv.as_ptr(),
+                positional.len(),
+                kwnames.as_ptr(),
+            ),
+        )
+    }
+}
+
+/// A cached tuple of keyword names for [`vectorcall`].
+pub struct KwNames {
+    /// The tuple, built on first use.
+    cell: PyOnceLock<Py<PyTuple>>,
+    /// The names.
+    names: &'static [&'static str],
+}
+
+impl KwNames {
+    /// Keyword names `names`.
+    pub const fn new(names: &'static [&'static str]) -> Self {
+        KwNames {
+            cell: PyOnceLock::new(),
+            names,
+        }
+    }
+
+    /// The tuple of interned names.
+    pub fn get<'py>(&'py self, py: Python<'py>) -> PyResult<&'py Bound<'py, PyTuple>> {
+        self.cell
+            .get_or_try_init(py, || {
+                let names = self
+                    .names
+                    .iter()
+                    .map(|n| pyo3::types::PyString::intern(py, n));
+                Ok::<_, PyErr>(PyTuple::new(py, names)?.unbind())
+            })
+            .map(|t| t.bind(py))
+    }
 }
 
 /// `contextvars.copy_context()`.
@@ -68,6 +137,40 @@ pub fn run_in_context<'py>(
         return Err(PyErr::fetch(py));
     }
     result
+}
+
+/// Takes a freshly made object out of the garbage collector's lists.
+///
+/// The loop does this to the handles it queues: a million pending callbacks would otherwise be
+/// traversed by every collection, which costs more than running them. An untracked handle is
+/// owned by a loop queue and not yet run or cancelled; [`gc_track_if_shared`] puts it back under
+/// the collector's watch the moment that stops being true, so cycles through it are found.
+pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is a live GC-enabled object (a pyclass instance);
+    // untracking an object that is not tracked is a no-op.
+    unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
+}
+
+/// Puts an object taken out by [`gc_untrack`] back under the collector if anything besides
+/// the caller's reference keeps it alive (else it is about to be freed and needs no tracking).
+pub fn gc_track_if_shared(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is live. An object must not be tracked twice, hence the
+    // check; PyObject_GC_IsTracked only reads the object's GC header.
+    unsafe {
+        if ffi::Py_REFCNT(obj.as_ptr()) > 1 && ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// Puts an untracked object back under the collector unconditionally.
+pub fn gc_track(obj: &Bound<'_, PyAny>) {
+    // SAFETY: as in `gc_track_if_shared`: GIL held, live object, tracked at most once.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(obj.as_ptr().cast());
+        }
+    }
 }
 
 /// `threading.get_ident()` of the calling thread.
