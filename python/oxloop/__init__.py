@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from oxloop._loop import Loop
 from oxloop._oxloop import Handle, TimerHandle
@@ -28,17 +28,18 @@ def new_event_loop() -> Loop:
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """Run a coroutine on a new oxloop loop, as `asyncio.run` does, and close the loop."""
+    if asyncio.events._get_running_loop() is not None:
+        # Checked before a loop exists, as asyncio.run does, so no coroutine is left unawaited.
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
-            return runner.run(main)
+            return cast(_T, runner.run(main))
     return _run_310(main, debug=debug)
 
 
 def _run_310(main: Coroutine[Any, Any, _T], *, debug: bool | None) -> _T:
     from asyncio import coroutines, events
 
-    if events._get_running_loop() is not None:
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()
@@ -46,7 +47,7 @@ def _run_310(main: Coroutine[Any, Any, _T], *, debug: bool | None) -> _T:
         events.set_event_loop(loop)
         if debug is not None:
             loop.set_debug(debug)
-        return loop.run_until_complete(main)
+        return cast(_T, loop.run_until_complete(main))
     finally:
         try:
             _cancel_all_tasks(loop)
@@ -77,8 +78,8 @@ def _cancel_all_tasks(loop: Loop) -> None:
             )
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,name-defined]
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """An event loop policy whose loops are oxloop loops, for code that still sets a policy."""
 
-    def _loop_factory(self) -> Loop:  # type: ignore[override]
+    def _loop_factory(self) -> Loop:
         return Loop()

@@ -7,10 +7,9 @@ plumbing, written once here so that their output matches asyncio's word for word
 from __future__ import annotations
 
 import sys
-from typing import Any
-
 from asyncio import coroutines, format_helpers
 from asyncio.log import logger
+from typing import Any
 
 
 def extract_stack() -> Any:
@@ -73,8 +72,9 @@ def create_task(
         if context is not None:
             extra["context"] = context
         task = asyncio.Task(coro, loop=loop, name=name, **extra)
-        if task._source_traceback:
-            del task._source_traceback[-1]
+        source_traceback = getattr(task, "_source_traceback", None)
+        if source_traceback:
+            del source_traceback[-1]
         return task
     if context is not None:
         extra["context"] = context

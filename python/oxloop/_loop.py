@@ -23,9 +23,12 @@ from asyncio.log import logger
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from typing_extensions import TypeVarTuple, Unpack
+
 from oxloop._oxloop import Handle, LoopCore
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -37,7 +40,12 @@ def _run_until_complete_cb(fut: asyncio.Future[Any]) -> None:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             # Issue #22429: run_forever() already finished, no need to stop it.
             return
-    futures._get_loop(fut).stop()
+    fut.get_loop().stop()
+
+
+def _set_result_unless_cancelled(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.cancelled():
+        fut.set_result(result)
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -56,7 +64,8 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         self._signal_handlers: dict[int, Handle] = {}
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
-        self._set_debug_flag(coroutines._is_debug_mode())
+        # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
+        self._set_debug_flag(coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (
@@ -195,10 +204,8 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             return
         closing_agens = list(self._asyncgens)
         self._asyncgens.clear()
-        results = await tasks.gather(
-            *[ag.aclose() for ag in closing_agens], return_exceptions=True
-        )
-        for result, agen in zip(results, closing_agens):
+        results = await tasks.gather(*[ag.aclose() for ag in closing_agens], return_exceptions=True)
+        for result, agen in zip(results, closing_agens, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler(
                     {
@@ -215,7 +222,12 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         if self._executor_shutdown_called:
             raise RuntimeError("Executor shutdown has been called")
 
-    def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> Any:
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: Unpack[_Ts],
+    ) -> asyncio.Future[_T]:
         self._check_closed()
         if self.get_debug():
             from oxloop._helpers import check_callback
@@ -254,8 +266,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
                 await future
         except TimeoutError:
             warnings.warn(
-                "The executor did not finishing joining "
-                f"its threads within {timeout} seconds.",
+                f"The executor did not finishing joining its threads within {timeout} seconds.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -268,7 +279,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             assert self._default_executor is not None
             self._default_executor.shutdown(wait=True)
             if not self.is_closed():
-                self.call_soon_threadsafe(futures._set_result_unless_cancelled, future, None)
+                self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
@@ -300,7 +311,13 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         return addrinfo
 
     async def getaddrinfo(
-        self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0,
+        self,
+        host: Any,
+        port: Any,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
         flags: int = 0,
     ) -> Any:
         if self.get_debug():
@@ -418,7 +435,9 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         if sig not in signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., Any], *args: Any) -> None:
+    def add_signal_handler(
+        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+    ) -> None:
         """Run callback(*args) on the loop when signal `sig` arrives (main thread only)."""
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
@@ -484,27 +503,74 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
                 logger.info("set_wakeup_fd(-1) failed: %s", exc)
         return True
 
+    # -- not yet implemented: each raises NotImplementedError when awaited ------------
 
-def _not_yet(name: str, area: str) -> Any:
-    async def method(self: Loop, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"oxloop does not implement loop.{name}() yet: {area} support is not available "
-            f"in this release; use asyncio's default loop for code that needs it"
-        )
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("create_connection", "networking")
 
-    method.__name__ = method.__qualname__ = name
-    return method
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("create_server", "networking")
+
+    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("create_unix_connection", "networking")
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("create_unix_server", "networking")
+
+    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("create_datagram_endpoint", "networking")
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("connect_accepted_socket", "networking")
+
+    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sendfile", "networking")
+
+    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("start_tls", "networking")
+
+    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_recv", "networking")
+
+    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_recv_into", "networking")
+
+    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_recvfrom", "networking")
+
+    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_recvfrom_into", "networking")
+
+    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_sendall", "networking")
+
+    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_sendto", "networking")
+
+    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_connect", "networking")
+
+    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_accept", "networking")
+
+    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("sock_sendfile", "networking")
+
+    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("connect_read_pipe", "pipe")
+
+    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("connect_write_pipe", "pipe")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("subprocess_exec", "subprocess")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_yet("subprocess_shell", "subprocess")
 
 
-for _name in (
-    "create_connection", "create_server", "create_unix_connection", "create_unix_server",
-    "create_datagram_endpoint", "connect_accepted_socket", "sendfile", "start_tls",
-    "sock_recv", "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into", "sock_sendall",
-    "sock_sendto", "sock_connect", "sock_accept", "sock_sendfile",
-):
-    setattr(Loop, _name, _not_yet(_name, "networking"))
-for _name in ("connect_read_pipe", "connect_write_pipe"):
-    setattr(Loop, _name, _not_yet(_name, "pipe"))
-for _name in ("subprocess_exec", "subprocess_shell"):
-    setattr(Loop, _name, _not_yet(_name, "subprocess"))
-del _name
+def _not_yet(name: str, area: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"loop.{name}() is not implemented by oxloop yet: {area} support is not available "
+        f"in this release; use asyncio's default loop for code that needs it"
+    )
