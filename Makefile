@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.ready: requirements-dev.txt
+$(VENV)/.ready: requirements-dev.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
@@ -28,6 +28,20 @@ test: build ## Run every test: cargo, pytest, CPython's test_asyncio conformance
 	$(PY) -m pytest -q
 	$(PY) tests/conformance/run.py
 
+OTHER_PYTHONS ?= 3.10 3.12 3.13
+
+test-versions: ## Build and run pytest on every other supported interpreter found (pyenv or PATH)
+	@for v in $(OTHER_PYTHONS); do \
+	  py=$$(pyenv prefix $$v 2>/dev/null)/bin/python; \
+	  [ -x "$$py" ] || py=$$(command -v python$$v || true); \
+	  if [ -z "$$py" ] || [ ! -x "$$py" ]; then echo "python$$v: not installed, skipped"; continue; fi; \
+	  venv=.venv-$$v; \
+	  [ -x $$venv/bin/maturin ] || { $$py -m venv $$venv && $$venv/bin/pip install --quiet -r requirements-test.txt; } || exit 1; \
+	  echo "== python$$v"; \
+	  VIRTUAL_ENV=$$PWD/$$venv $$venv/bin/maturin develop --quiet || exit 1; \
+	  $$venv/bin/python -m pytest -q -x tests || exit 1; \
+	done
+
 lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	cargo clippy --all-targets -- -D warnings
 	cargo fmt --check
@@ -38,4 +52,4 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
 	$(PY) benches/micro.py
 
-.PHONY: help venv build demo test lint bench
+.PHONY: help venv build demo test test-versions lint bench

@@ -21,14 +21,16 @@ import weakref
 from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from typing_extensions import TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oxloop._oxloop import Handle, LoopCore
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
+
 _T = TypeVar("_T")
-_Ts = TypeVarTuple("_Ts")
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
