@@ -176,7 +176,9 @@ fn report_callback_error(
     let source = py::call_helper(py, "format_callback_source", (callback, args))?;
     let context = PyDict::new(py);
     context.set_item("message", format!("Exception in callback {source}"))?;
-    context.set_item("exception", err.value(py))?;
+    // `into_value` attaches the traceback, which before 3.12 lives beside the exception.
+    let exception = err.clone_ref(py).into_value(py);
+    context.set_item("exception", exception)?;
     context.set_item("handle", handle)?;
     let h = handle.borrow();
     if let Some(tb) = &h.source_traceback {

@@ -6,6 +6,7 @@ plumbing, written once here so that their output matches asyncio's word for word
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from asyncio import coroutines, format_helpers
 from asyncio.log import logger
@@ -43,8 +44,16 @@ def handle_repr(handle: Any) -> str:
     return "<{}>".format(" ".join(info))
 
 
+def format_handle(handle: Any) -> str:
+    """A handle as asyncio's slow-callback warning names it: a task step names its task."""
+    cb = handle._callback
+    if isinstance(getattr(cb, "__self__", None), asyncio.Task):
+        return repr(cb.__self__)
+    return str(handle)
+
+
 def log_slow_callback(handle: Any, took: float) -> None:
-    logger.warning("Executing %s took %.3f seconds", handle_repr(handle), took)
+    logger.warning("Executing %s took %.3f seconds", format_handle(handle), took)
 
 
 def set_task_name(task: Any, name: Any) -> None:
@@ -65,8 +74,6 @@ def create_task(
     loop: Any, coro: Any, name: Any, context: Any, factory: Any, kwargs: dict[str, Any] | None
 ) -> Any:
     """`loop.create_task` with a task factory, in debug mode, or with extra keywords."""
-    import asyncio
-
     extra = dict(kwargs or {})
     if factory is None:
         if context is not None:
