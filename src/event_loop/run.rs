@@ -194,8 +194,11 @@ fn queue_io_callback(
 }
 
 fn queue_due_timers(this: &LoopCore, py: Python<'_>) {
-    let now = timers::monotonic();
     let mut st = this.state.borrow_mut(py);
+    if st.timers.is_empty() {
+        return;
+    }
+    let now = timers::monotonic();
     let st = &mut *st;
     while let Some(timer) = st.timers.pop_due(now) {
         timer.borrow_mut(py).set_timer(None);
