@@ -2,36 +2,44 @@
 //!
 //! They mirror `asyncio.Handle` / `asyncio.TimerHandle`, including the private attributes that
 //! code in the wild reads (`_callback`, `_args`, `_cancelled`, `_scheduled`, `_when`, ...).
+//! Both classes are `frozen`: their mutable part sits in a [`GilCell`], which spares the
+//! per-access borrow flag and lets the loop's garbage-collector traversal read a handle's
+//! references without a `Python` token.
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyTuple, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::event_loop::LoopCore;
-use crate::py;
+use crate::py::{self, GilCell};
 use crate::timers::TimerId;
 
 /// A callback with its arguments and context, scheduled on a loop.
-#[pyclass(module = "oxloop", subclass, weakref)]
+#[pyclass(module = "oxloop", subclass, weakref, frozen)]
 pub struct Handle {
+    /// What `cancel()` changes.
+    state: GilCell<HandleState>,
+    /// The `contextvars.Context` the callback runs in.
+    context: Py<PyAny>,
+    /// The loop the handle belongs to, held weakly: a queued handle must not keep its loop
+    /// alive, since handles queued by `call_soon` are hidden from the garbage collector.
+    loop_: LoopRef,
+}
+
+/// The mutable part of a handle.
+struct HandleState {
     /// The callable; `None` once cancelled, so that it and its arguments can be freed.
     callback: Option<Py<PyAny>>,
     /// Positional arguments; `None` once cancelled.
     args: Option<Py<PyTuple>>,
-    /// The `contextvars.Context` the callback runs in.
-    context: Py<PyAny>,
-    /// The loop the handle belongs to, held weakly: a queued handle must not keep its loop
-    /// alive, since queued handles are hidden from the garbage collector.
-    loop_: LoopRef,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: bool,
     /// In debug mode, the repr captured at cancellation, when the callback is still known.
     repr: Option<Py<PyAny>>,
     /// In debug mode, where the handle was created (`traceback.StackSummary`-like list).
-    #[pyo3(get, set, name = "_source_traceback")]
     source_traceback: Option<Py<PyAny>>,
 }
 
@@ -86,37 +94,52 @@ impl Handle {
             None
         };
         Ok(Handle {
-            callback: Some(callback),
-            args: Some(args),
+            state: GilCell::new(HandleState {
+                callback: Some(callback),
+                args: Some(args),
+                cancelled: false,
+                repr: None,
+                source_traceback,
+            }),
             context,
             loop_: LoopRef::new(loop_),
-            cancelled: false,
-            repr: None,
-            source_traceback,
         })
     }
 
     /// Whether `cancel()` was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled
+    pub fn is_cancelled(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).cancelled
+    }
+
+    /// Visits everything the handle references. The loop calls this for handles it owns
+    /// alone while they are hidden from the collector, so that cycles through them are seen.
+    pub fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(st) = self.state.try_borrow_for_gc() {
+            visit.call(&st.callback)?;
+            visit.call(&st.args)?;
+            visit.call(&st.repr)?;
+            visit.call(&st.source_traceback)?;
+        }
+        visit.call(&self.context)?;
+        self.loop_.traverse(visit)
     }
 
     /// `handle.cancel()` from Rust.
     pub fn cancel_bound(handle: &Bound<'_, Handle>) -> PyResult<()> {
         let py = handle.py();
-        let loop_ = {
-            let mut h = handle.borrow_mut();
-            if h.cancelled {
+        let this = handle.get();
+        {
+            let mut st = this.state.borrow_mut(py);
+            if st.cancelled {
                 return Ok(());
             }
-            h.cancelled = true;
-            h.loop_.get(py)
-        };
+            st.cancelled = true;
+        }
         // Whatever held it in a queue lets go of it now: the collector must see it again.
         py::gc_track(handle.as_any());
         // In debug mode keep what the callback was, for the repr, before it is released.
-        let debug = match &loop_ {
-            Some(l) => loop_debug(l)?,
+        let debug = match this.loop_.get(py) {
+            Some(l) => loop_debug(&l)?,
             None => false,
         };
         let repr = if debug {
@@ -125,9 +148,9 @@ impl Handle {
             None
         };
         let released = {
-            let mut h = handle.borrow_mut();
-            h.repr = repr;
-            (h.callback.take(), h.args.take())
+            let mut st = this.state.borrow_mut(py);
+            st.repr = repr;
+            (st.callback.take(), st.args.take())
         };
         // Released outside the borrow: dropping them may run arbitrary `__del__` code.
         drop(released);
@@ -146,18 +169,18 @@ fn loop_debug(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// to the loop's exception handler, as `asyncio.Handle._run` does.
 pub fn run_handle(handle: &Bound<'_, Handle>) -> PyResult<()> {
     let py = handle.py();
-    let (callback, args, context) = {
-        let h = handle.borrow();
-        match (&h.callback, &h.args) {
-            (Some(cb), Some(args)) if !h.cancelled => (
+    let this = handle.get();
+    let (callback, args) = {
+        let st = this.state.borrow_mut(py);
+        match (&st.callback, &st.args) {
+            (Some(cb), Some(args)) if !st.cancelled => (
                 cb.clone_ref(py).into_bound(py),
                 args.clone_ref(py).into_bound(py),
-                h.context.clone_ref(py).into_bound(py),
             ),
             _ => return Ok(()),
         }
     };
-    match py::run_in_context(py, &context, &callback, &args) {
+    match py::run_in_context(py, this.context.bind(py), &callback, &args) {
         Ok(_) => Ok(()),
         Err(err) => report_callback_error(handle, &callback, &args, err),
     }
@@ -180,19 +203,27 @@ fn report_callback_error(
     let exception = err.clone_ref(py).into_value(py);
     context.set_item("exception", exception)?;
     context.set_item("handle", handle)?;
-    let h = handle.borrow();
-    if let Some(tb) = &h.source_traceback {
+    let this = handle.get();
+    let source_traceback = this
+        .state
+        .borrow_mut(py)
+        .source_traceback
+        .as_ref()
+        .map(|tb| tb.clone_ref(py));
+    if let Some(tb) = source_traceback {
         context.set_item("source_traceback", tb)?;
     }
-    let loop_ = h.loop_.get(py);
-    drop(h);
-    match loop_ {
+    match this.loop_.get(py) {
         Some(l) => {
             l.call_method1("call_exception_handler", (context,))?;
         }
         None => err.write_unraisable(py, Some(handle.as_any())),
     }
     Ok(())
+}
+
+fn clone_opt<T>(py: Python<'_>, value: &Option<Py<T>>) -> Option<Py<T>> {
+    value.as_ref().map(|v| v.clone_ref(py))
 }
 
 #[pymethods]
@@ -221,24 +252,25 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
-        visit.call(&self.context)?;
-        self.loop_.traverse(&visit)?;
-        visit.call(&self.repr)?;
-        visit.call(&self.source_traceback)
+        self.traverse_contents(&visit)
     }
 
-    fn __clear__(&mut self) {
-        self.callback = None;
-        self.args = None;
-        self.repr = None;
-        self.source_traceback = None;
+    fn __clear__(&self, py: Python<'_>) {
+        let released = match self.state.try_borrow_mut(py) {
+            Some(mut st) => (
+                st.callback.take(),
+                st.args.take(),
+                st.repr.take(),
+                st.source_traceback.take(),
+            ),
+            None => return,
+        };
+        drop(released);
     }
 
     /// Whether the handle was cancelled.
-    fn cancelled(&self) -> bool {
-        self.cancelled
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.is_cancelled(py)
     }
 
     /// The `contextvars.Context` the callback runs in.
@@ -252,17 +284,17 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.callback.as_ref().map(|c| c.clone_ref(py))
+        clone_opt(py, &self.state.borrow_mut(py).callback)
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.args.as_ref().map(|a| a.clone_ref(py))
+        clone_opt(py, &self.state.borrow_mut(py).args)
     }
 
     #[getter]
-    fn _cancelled(&self) -> bool {
-        self.cancelled
+    fn _cancelled(&self, py: Python<'_>) -> bool {
+        self.is_cancelled(py)
     }
 
     #[getter]
@@ -277,35 +309,50 @@ impl Handle {
 
     #[getter]
     fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.repr.as_ref().map(|r| r.clone_ref(py))
+        clone_opt(py, &self.state.borrow_mut(py).repr)
+    }
+
+    #[getter(_source_traceback)]
+    fn get_source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        clone_opt(py, &self.state.borrow_mut(py).source_traceback)
+    }
+
+    #[setter(_source_traceback)]
+    fn set_source_traceback(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.state.borrow_mut(py).source_traceback, value);
+        drop(old);
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        if let Some(r) = &slf.borrow().repr {
-            return Ok(r.clone_ref(slf.py()));
+        let py = slf.py();
+        if let Some(r) = clone_opt(py, &slf.get().state.borrow_mut(py).repr) {
+            return Ok(r);
         }
-        Ok(py::call_helper(slf.py(), "handle_repr", (slf,))?.unbind())
+        Ok(py::call_helper(py, "handle_repr", (slf,))?.unbind())
     }
 }
 
 /// A handle scheduled for a point in time (`call_later` / `call_at`).
-#[pyclass(module = "oxloop", extends = Handle)]
+#[pyclass(module = "oxloop", extends = Handle, frozen)]
 pub struct TimerHandle {
     /// The deadline on the loop's clock.
     when: f64,
     /// The entry in the loop's timer heap while scheduled.
-    timer: Option<TimerId>,
+    timer: GilCell<Option<TimerId>>,
 }
 
 impl TimerHandle {
     /// A timer handle (not yet in any heap).
     pub fn create(when: f64, base: Handle) -> PyClassInitializer<TimerHandle> {
-        PyClassInitializer::from(base).add_subclass(TimerHandle { when, timer: None })
+        PyClassInitializer::from(base).add_subclass(TimerHandle {
+            when,
+            timer: GilCell::new(None),
+        })
     }
 
-    /// Records the heap entry once the loop scheduled the handle.
-    pub fn set_timer(&mut self, id: Option<TimerId>) {
-        self.timer = id;
+    /// Records the heap entry once the loop scheduled the handle (`None` once it left).
+    pub fn set_timer(&self, py: Python<'_>, id: Option<TimerId>) {
+        *self.timer.borrow_mut(py) = id;
     }
 }
 
@@ -336,28 +383,28 @@ impl TimerHandle {
     }
 
     #[getter]
-    fn _scheduled(&self) -> bool {
-        self.timer.is_some()
+    fn _scheduled(&self, py: Python<'_>) -> bool {
+        self.timer.borrow_mut(py).is_some()
     }
 
     /// Cancels the call and takes it out of the loop's timer heap.
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.as_super().borrow().cancelled {
+        let base = slf.as_super();
+        if base.get().is_cancelled(py) {
             return Ok(());
         }
-        let timer = slf.borrow_mut().timer.take();
-        let loop_ = slf.as_super().borrow().loop_.get(py);
-        if let (Some(id), Some(loop_)) = (timer, loop_) {
+        let timer = slf.get().timer.borrow_mut(py).take();
+        if let (Some(id), Some(loop_)) = (timer, base.get().loop_.get(py)) {
             if let Ok(core) = loop_.cast::<LoopCore>() {
                 core.get().cancel_timer(py, id);
             }
         }
-        Handle::cancel_bound(slf.as_super())
+        Handle::cancel_bound(base)
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        pyo3::types::PyFloat::new(py, self.when).hash()
+        PyFloat::new(py, self.when).hash()
     }
 
     fn __richcmp__(
@@ -369,48 +416,41 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (slf.borrow().when, other.borrow().when);
+        let (a, b) = (slf.get().when, other.get().when);
         let result = match op {
             CompareOp::Lt => a < b,
-            CompareOp::Le => a < b || slf.eq(other)?,
+            CompareOp::Le => a < b || timers_equal(slf, other)?,
             CompareOp::Gt => a > b,
-            CompareOp::Ge => a > b || slf.eq(other)?,
-            CompareOp::Eq | CompareOp::Ne => {
-                let (x, y) = (slf.as_super().borrow(), other.as_super().borrow());
-                let same = a == b
-                    && x.cancelled == y.cancelled
-                    && opt_eq(py, &x.callback, &y.callback)?
-                    && opt_eq_tuple(py, &x.args, &y.args)?;
-                if matches!(op, CompareOp::Eq) {
-                    same
-                } else {
-                    !same
-                }
-            }
+            CompareOp::Ge => a > b || timers_equal(slf, other)?,
+            CompareOp::Eq => timers_equal(slf, other)?,
+            CompareOp::Ne => !timers_equal(slf, other)?,
         };
-        Ok(pyo3::types::PyBool::new(py, result)
-            .to_owned()
-            .into_any()
-            .unbind())
+        Ok(PyBool::new(py, result).to_owned().into_any().unbind())
     }
 }
 
-fn opt_eq(py: Python<'_>, a: &Option<Py<PyAny>>, b: &Option<Py<PyAny>>) -> PyResult<bool> {
-    match (a, b) {
-        (None, None) => Ok(true),
-        (Some(a), Some(b)) => a.bind(py).eq(b.bind(py)),
-        _ => Ok(false),
+/// `TimerHandle.__eq__` as asyncio defines it: same deadline, callback, arguments and state.
+fn timers_equal(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+    let py = a.py();
+    if a.get().when != b.get().when {
+        return Ok(false);
     }
+    let fields = |h: &Bound<'_, TimerHandle>| {
+        let st = h.as_super().get().state.borrow_mut(py);
+        (
+            st.cancelled,
+            clone_opt(py, &st.callback),
+            clone_opt(py, &st.args),
+        )
+    };
+    let (x, y) = (fields(a), fields(b));
+    Ok(x.0 == y.0 && opt_eq(py, x.1, y.1)? && opt_eq(py, x.2, y.2)?)
 }
 
-fn opt_eq_tuple(
-    py: Python<'_>,
-    a: &Option<Py<PyTuple>>,
-    b: &Option<Py<PyTuple>>,
-) -> PyResult<bool> {
+fn opt_eq<T>(py: Python<'_>, a: Option<Py<T>>, b: Option<Py<T>>) -> PyResult<bool> {
     match (a, b) {
         (None, None) => Ok(true),
-        (Some(a), Some(b)) => a.bind(py).eq(b.bind(py)),
+        (Some(a), Some(b)) => a.bind(py).as_any().eq(b.bind(py).as_any()),
         _ => Ok(false),
     }
 }

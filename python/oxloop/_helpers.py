@@ -7,10 +7,26 @@ plumbing, written once here so that their output matches asyncio's word for word
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
-from asyncio import coroutines, format_helpers
-from asyncio.log import logger
+from asyncio import base_events, coroutines, format_helpers, unix_events
 from typing import Any
+
+
+def base_logger() -> logging.Logger:
+    """asyncio's logger, looked up where asyncio's own loop finds it.
+
+    Code (and CPython's tests) that patch `asyncio.base_events.logger` then see oxloop's
+    messages exactly as they see asyncio's.
+    """
+    logger: logging.Logger = base_events.logger  # type: ignore[attr-defined]
+    return logger
+
+
+def unix_logger() -> logging.Logger:
+    """The logger `asyncio.unix_events` uses (signal handling messages)."""
+    logger: logging.Logger = unix_events.logger  # type: ignore[attr-defined]
+    return logger
 
 
 def extract_stack() -> Any:
@@ -53,7 +69,7 @@ def format_handle(handle: Any) -> str:
 
 
 def log_slow_callback(handle: Any, took: float) -> None:
-    logger.warning("Executing %s took %.3f seconds", format_handle(handle), took)
+    base_logger().warning("Executing %s took %.3f seconds", format_handle(handle), took)
 
 
 def set_task_name(task: Any, name: Any) -> None:

@@ -19,10 +19,10 @@ import traceback
 import warnings
 import weakref
 from asyncio import coroutines, events, futures, tasks
-from asyncio.log import logger
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from oxloop._helpers import base_logger, unix_logger
 from oxloop._oxloop import Handle, LoopCore
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         if self.is_closed():
             return
         if self.get_debug():
-            logger.debug("Close %r", self)
+            base_logger().debug("Close %r", self)
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -246,7 +246,15 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
 
     def set_default_executor(self, executor: Any) -> None:
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-            raise TypeError("executor must be ThreadPoolExecutor instance")
+            if sys.version_info >= (3, 11):
+                raise TypeError("executor must be ThreadPoolExecutor instance")
+            warnings.warn(
+                "Using the default executor that is not an instance of "
+                "ThreadPoolExecutor is deprecated and will be prohibited "
+                "in Python 3.9",
+                DeprecationWarning,
+                2,
+            )
         self._default_executor = executor
 
     async def shutdown_default_executor(self, timeout: float | None = None) -> None:
@@ -301,15 +309,15 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         if flags:
             msg.append(f"flags={flags!r}")
         text = ", ".join(msg)
-        logger.debug("Get address info %s", text)
+        base_logger().debug("Get address info %s", text)
         t0 = self.time()
         addrinfo = socket.getaddrinfo(host, port, family, type, proto, flags)
         dt = self.time() - t0
         text = f"Getting address info {text} took {dt * 1e3:.3f}ms: {addrinfo!r}"
         if dt >= self.slow_callback_duration:
-            logger.info(text)
+            base_logger().info(text)
         else:
-            logger.debug(text)
+            base_logger().debug(text)
         return addrinfo
 
     async def getaddrinfo(
@@ -370,7 +378,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             else:
                 value = repr(value)
             log_lines.append(f"{key}: {value}")
-        logger.error("\n".join(log_lines), exc_info=exc_info)
+        base_logger().error("\n".join(log_lines), exc_info=exc_info)
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         if self._exception_handler is None:
@@ -382,7 +390,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
                 # Second protection layer for unexpected errors
                 # in the default implementation, as well as for subclassed
                 # event loops with overloaded "default_exception_handler".
-                logger.error("Exception in default exception handler", exc_info=True)
+                base_logger().error("Exception in default exception handler", exc_info=True)
             return
         try:
             self._call_custom_handler(context)
@@ -404,7 +412,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             except BaseException:
                 # Guard 'default_exception_handler' in case it is
                 # overloaded.
-                logger.error(
+                base_logger().error(
                     "Exception in default exception handler "
                     "while handling an unexpected error "
                     "in custom exception handler",
@@ -469,7 +477,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
                 try:
                     signal.set_wakeup_fd(-1)
                 except (ValueError, OSError) as nexc:
-                    logger.info("set_wakeup_fd(-1) failed: %s", nexc)
+                    unix_logger().info("set_wakeup_fd(-1) failed: %s", nexc)
             if exc.errno == errno.EINVAL:
                 raise RuntimeError(f"sig {sig:d} cannot be caught") from None
             raise
@@ -502,7 +510,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             try:
                 signal.set_wakeup_fd(-1)
             except (ValueError, OSError) as exc:
-                logger.info("set_wakeup_fd(-1) failed: %s", exc)
+                unix_logger().info("set_wakeup_fd(-1) failed: %s", exc)
         return True
 
     # -- not yet implemented: each raises NotImplementedError when awaited ------------

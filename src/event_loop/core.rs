@@ -156,14 +156,15 @@ impl LoopCore {
             context,
             debug,
         )?;
+        // Timer handles stay under the collector's watch: callers usually keep them (to cancel
+        // them), and a kept handle in a cycle must be visible for the cycle to be found.
         let handle = Py::new(py, TimerHandle::create(when, base))?;
-        py::gc_untrack(handle.bind(py).as_any());
         let id = this
             .state
             .borrow_mut(py)
             .timers
             .push(when, handle.clone_ref(py));
-        handle.borrow_mut(py).set_timer(Some(id));
+        handle.get().set_timer(py, Some(id));
         Ok(handle)
     }
 }
@@ -220,7 +221,15 @@ impl LoopCore {
             return Ok(());
         };
         for h in st.ready.iter() {
-            visit.call(h)?;
+            // Handles queued by `call_soon` are hidden from the collector (see `gc_untrack`).
+            // One the queue alone owns is part of the loop: its references are the loop's.
+            // One someone else also holds is skipped, which can only keep objects alive, never
+            // free live ones: a dropped, unclosed loop waits for that holder to let go.
+            match py::gc_ownership(h.as_any()) {
+                py::GcOwnership::Tracked => visit.call(h)?,
+                py::GcOwnership::UntrackedExclusive => h.get().traverse_contents(&visit)?,
+                py::GcOwnership::UntrackedShared => {}
+            }
         }
         for h in st.timers.iter() {
             visit.call(h)?;

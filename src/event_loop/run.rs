@@ -177,7 +177,7 @@ fn queue_io_callback(
     dir: super::io::Direction,
 ) -> PyResult<()> {
     let py = slf.py();
-    if handle.borrow(py).is_cancelled() {
+    if handle.get().is_cancelled(py) {
         let fd = fd.into_pyobject(py)?;
         match dir {
             super::io::Direction::Read => {
@@ -201,7 +201,7 @@ fn queue_due_timers(this: &LoopCore, py: Python<'_>) {
     let now = timers::monotonic();
     let st = &mut *st;
     while let Some(timer) = st.timers.pop_due(now) {
-        timer.borrow_mut(py).set_timer(None);
+        timer.get().set_timer(py, None);
         let handle: Py<Handle> = timer.into_bound(py).into_super().unbind();
         st.ready.push_back(handle);
     }
@@ -219,7 +219,7 @@ fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             break;
         };
         let handle = handle.into_bound(py);
-        if handle.borrow().is_cancelled() {
+        if handle.get().is_cancelled(py) {
             continue;
         }
         let result = if debug {

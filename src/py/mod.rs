@@ -163,6 +163,31 @@ pub fn gc_track_if_shared(obj: &Bound<'_, PyAny>) {
     }
 }
 
+/// How the collector sees an object that may have been hidden with [`gc_untrack`].
+pub enum GcOwnership {
+    /// Tracked: the collector traverses it itself.
+    Tracked,
+    /// Untracked, and the caller's reference is the only one.
+    UntrackedExclusive,
+    /// Untracked, and referenced from elsewhere too.
+    UntrackedShared,
+}
+
+/// Classifies `obj`; safe to call from a `__traverse__` (it only reads the object's header).
+pub fn gc_ownership(obj: &Py<PyAny>) -> GcOwnership {
+    // SAFETY: `obj` is a live object (we hold a reference); both calls only read its header and
+    // neither touches interpreter state, so they are allowed during a GC traversal.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 {
+            GcOwnership::Tracked
+        } else if ffi::Py_REFCNT(obj.as_ptr()) == 1 {
+            GcOwnership::UntrackedExclusive
+        } else {
+            GcOwnership::UntrackedShared
+        }
+    }
+}
+
 /// Puts an untracked object back under the collector unconditionally.
 pub fn gc_track(obj: &Bound<'_, PyAny>) {
     // SAFETY: as in `gc_track_if_shared`: GIL held, live object, tracked at most once.

@@ -160,10 +160,19 @@ impl Registrar {
 
     /// Re-arms `fd` so that it is reported again if it is still ready (level-triggered
     /// behaviour on an edge-triggered poller).
+    ///
+    /// An fd closed by its own callback (without being removed first) has left epoll with its
+    /// last reference; it is skipped, and its stale entry waits for `remove_*` as in asyncio.
     pub fn rearm(&mut self, fd: RawFd) -> io::Result<()> {
-        match self.interests.get(&fd).copied().and_then(mio_interest) {
-            Some(interest) => self.modify(fd, interest),
-            None => Ok(()),
+        let Some(interest) = self.interests.get(&fd).copied().and_then(mio_interest) else {
+            return Ok(());
+        };
+        match self
+            .registry
+            .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
+        {
+            Err(e) if is_gone(&e) => Ok(()),
+            other => other,
         }
     }
 
@@ -280,6 +289,18 @@ mod tests {
         r.set(fd, 0).expect("remove after close");
         let (c, _d) = UnixStream::pair().expect("pair");
         r.set(c.as_raw_fd(), READ).expect("register reused number");
+    }
+
+    #[test]
+    fn rearm_skips_an_fd_closed_by_its_callback() {
+        let (_p, mut r) = new().expect("reactor");
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let fd = a.as_raw_fd();
+        r.set(fd, READ).expect("register");
+        drop(a);
+        r.rearm(fd).expect("rearm after close");
+        assert_eq!(r.interests(fd), READ);
+        r.set(fd, 0).expect("remove after close");
     }
 
     #[test]
