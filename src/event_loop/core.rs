@@ -126,6 +126,30 @@ impl LoopCore {
         self.state.borrow_mut(py).ready.push_back(handle);
     }
 
+    /// Queues a handle made by `call_soon*`, hidden from the collector while the loop runs.
+    ///
+    /// A million queued callbacks would otherwise be traversed by every collection. Hiding is
+    /// safe while the loop runs: a running loop is alive, so skipping a handle in `__traverse__`
+    /// (one that someone else also holds) can only keep objects alive a little longer. When
+    /// `run_forever` returns, handles left in the queue that are held elsewhere are tracked
+    /// again, so a loop dropped without `close()` is still collected.
+    pub(super) fn push_ready_hidden(&self, py: Python<'_>, handle: &Py<Handle>) {
+        let mut st = self.state.borrow_mut(py);
+        if st.thread_id.is_some() {
+            py::gc_untrack(handle.bind(py).as_any());
+        }
+        st.ready.push_back(handle.clone_ref(py));
+    }
+
+    /// Puts back under the collector the queued handles that something besides the queue
+    /// holds (called when the loop stops running).
+    pub(super) fn track_shared_ready(&self, py: Python<'_>) {
+        let st = self.state.borrow_mut(py);
+        for h in st.ready.iter() {
+            py::gc_track_if_shared_beyond(h.bind(py).as_any(), 1);
+        }
+    }
+
     /// Interrupts the poller if it might be waiting, at most once per iteration.
     pub(super) fn wake(&self) -> PyResult<()> {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
@@ -289,8 +313,7 @@ impl LoopCore {
                 debug,
             )?,
         )?;
-        py::gc_untrack(handle.bind(py).as_any());
-        this.push_ready(py, handle.clone_ref(py));
+        this.push_ready_hidden(py, &handle);
         Ok(handle)
     }
 
@@ -319,8 +342,7 @@ impl LoopCore {
                 debug,
             )?,
         )?;
-        py::gc_untrack(handle.bind(py).as_any());
-        this.push_ready(py, handle.clone_ref(py));
+        this.push_ready_hidden(py, &handle);
         this.wake()?;
         Ok(handle)
     }

@@ -2,9 +2,9 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyInt, PyTuple};
 
 use super::core::{LoopCore, State};
 use crate::errors::{loop_closed, os_error};
@@ -36,30 +36,26 @@ fn watchers(st: &mut State, dir: Direction) -> &mut std::collections::HashMap<Ra
     }
 }
 
-/// An fd from an int or an object with `fileno()`, with the errors `selectors` gives.
+/// An fd from an int or an object with `fileno()`, with the errors `selectors` and `epoll`
+/// give: `ValueError` for a bad object or a negative fd, `OverflowError` past a C int.
 pub(super) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = match obj.extract::<i64>() {
-        Ok(fd) if obj.is_instance_of::<pyo3::types::PyInt>() => fd,
-        _ => obj
-            .call_method0("fileno")
-            .and_then(|f| {
-                f.call_method0("__index__")
-                    .or_else(|_| f.call_method0("__int__"))
-            })
-            .and_then(|f| f.extract::<i64>())
+    let fd = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
+    } else {
+        obj.call_method0("fileno")
+            .and_then(|f| f.call_method0("__index__"))
             .map_err(|_| {
-                PyValueError::new_err(format!(
-                    "Invalid file object: {}",
-                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
-                ))
-            })?,
+                let repr = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                PyValueError::new_err(format!("Invalid file object: {repr}"))
+            })?
     };
-    if fd < 0 {
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
         )));
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    fd.extract::<RawFd>()
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
 }
 
 pub(super) fn add_watcher(

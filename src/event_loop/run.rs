@@ -40,9 +40,12 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             break Ok(());
         }
     };
-    let mut st = this.state.borrow_mut(py);
-    st.stopping = false;
-    st.thread_id = None;
+    {
+        let mut st = this.state.borrow_mut(py);
+        st.stopping = false;
+        st.thread_id = None;
+    }
+    this.track_shared_ready(py);
     result
 }
 

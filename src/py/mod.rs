@@ -141,10 +141,11 @@ pub fn run_in_context<'py>(
 
 /// Takes a freshly made object out of the garbage collector's lists.
 ///
-/// The loop does this to the handles it queues: a million pending callbacks would otherwise be
-/// traversed by every collection, which costs more than running them. An untracked handle is
-/// owned by a loop queue and not yet run or cancelled; [`gc_track_if_shared`] puts it back under
-/// the collector's watch the moment that stops being true, so cycles through it are found.
+/// The loop does this to the handles `call_soon` queues while it runs: a million pending
+/// callbacks would otherwise be traversed by every collection, which costs more than running
+/// them. An untracked handle sits in a running loop's ready queue, not yet run or cancelled;
+/// [`gc_track_if_shared`] puts it back under the collector's watch the moment that stops being
+/// true, so cycles through it are found.
 pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
     // SAFETY: the GIL is held and `obj` is a live GC-enabled object (a pyclass instance);
     // untracking an object that is not tracked is a no-op.
@@ -154,10 +155,16 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
 /// Puts an object taken out by [`gc_untrack`] back under the collector if anything besides
 /// the caller's reference keeps it alive (else it is about to be freed and needs no tracking).
 pub fn gc_track_if_shared(obj: &Bound<'_, PyAny>) {
+    gc_track_if_shared_beyond(obj, 1);
+}
+
+/// Like [`gc_track_if_shared`], when the caller knows of `owned` references of its own (the
+/// queue's, and the caller's `Bound` if it made a new one).
+pub fn gc_track_if_shared_beyond(obj: &Bound<'_, PyAny>, owned: isize) {
     // SAFETY: the GIL is held and `obj` is live. An object must not be tracked twice, hence the
     // check; PyObject_GC_IsTracked only reads the object's GC header.
     unsafe {
-        if ffi::Py_REFCNT(obj.as_ptr()) > 1 && ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+        if ffi::Py_REFCNT(obj.as_ptr()) > owned && ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
             ffi::PyObject_GC_Track(obj.as_ptr().cast());
         }
     }
