@@ -6,6 +6,7 @@
 
 pub mod errors;
 pub mod event_loop;
+pub mod executor;
 pub mod handles;
 pub mod py;
 pub mod reactor;
@@ -19,6 +20,8 @@ use pyo3::prelude::*;
 mod _oxloop {
     #[pymodule_export]
     use crate::event_loop::LoopCore;
+    #[pymodule_export]
+    use crate::executor::WorkerPool;
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
 }

@@ -295,3 +295,90 @@ def test_getnameinfo_matches_socket_module(loop):
         loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
     )
     assert got == expected
+
+
+# -- the default executor's own behaviour ------------------------------------------------------
+
+
+def test_default_executor_is_a_thread_pool_executor(loop):
+    async def main():
+        await loop.run_in_executor(None, int)
+        return loop._default_executor
+
+    executor = loop.run_until_complete(main())
+    assert isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+    # Direct use of the executor object still works like a ThreadPoolExecutor.
+    assert executor.submit(pow, 3, 2).result(timeout=10) == 9
+
+
+def test_cancelled_default_executor_job_that_has_not_started_does_not_run(loop):
+    release = threading.Event()
+    ran = []
+
+    async def main():
+        workers = loop._default_executor._max_workers if loop._default_executor else None
+        # Occupy every default worker, so the next job has to wait in the queue.
+        n = workers or min(32, (os.cpu_count() or 1) + 4)
+        blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(n)]
+        queued = loop.run_in_executor(None, ran.append, "queued job ran")
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*blockers)
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        # Let the pool reach (and skip) the cancelled job before checking.
+        await loop.run_in_executor(None, int)
+        await asyncio.sleep(0.05)
+
+    loop.run_until_complete(main())
+    assert ran == []
+
+
+def test_exception_from_default_executor_keeps_its_traceback(loop):
+    async def main():
+        try:
+            await loop.run_in_executor(None, raise_value_error, "deep")
+        except ValueError as exc:
+            return exc
+
+    exc = loop.run_until_complete(main())
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "raise_value_error" in frames
+
+
+def test_shutdown_default_executor_waits_for_running_jobs(loop):
+    finished = []
+
+    def slow_job():
+        threading.Event().wait(0.2)
+        finished.append(True)
+
+    async def main():
+        loop.run_in_executor(None, slow_job)
+        await asyncio.sleep(0.01)
+        await loop.shutdown_default_executor()
+        assert finished == [True]
+        with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+            loop.run_in_executor(None, int)
+
+    loop.run_until_complete(main())
+
+
+def test_job_finishing_after_the_loop_closed_is_dropped_quietly(loop):
+    release = threading.Event()
+
+    async def main():
+        return loop.run_in_executor(None, release.wait, 10)
+
+    fut = loop.run_until_complete(main())
+    executor = loop._default_executor
+    loop.close()
+    release.set()
+    executor.shutdown(wait=True)
+    assert not fut.done()

@@ -104,3 +104,13 @@ def create_task(
     task = factory(loop, coro, **extra)
     set_task_name(task, name)
     return task
+
+
+def set_future_state(fut: Any, exception: BaseException | None, result: Any) -> None:
+    """Delivers an executor job's outcome to its asyncio future, as `wrap_future` does."""
+    if fut.cancelled():
+        return
+    if exception is not None:
+        fut.set_exception(exception)
+    else:
+        fut.set_result(result)

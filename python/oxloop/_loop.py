@@ -20,10 +20,10 @@ import warnings
 import weakref
 from asyncio import coroutines, events, futures, tasks
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
-from oxloop._oxloop import Handle, LoopCore
+from oxloop._oxloop import Handle, LoopCore, WorkerPool
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -50,6 +50,57 @@ def _set_result_unless_cancelled(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_result(result)
 
 
+_live_pools: weakref.WeakSet[DefaultExecutor] = weakref.WeakSet()
+
+
+def _shutdown_pools_at_exit() -> None:
+    # Run before the interpreter joins its non-daemon threads, as concurrent.futures does:
+    # idle workers would otherwise wait for jobs forever.
+    for executor in list(_live_pools):
+        executor._pool.shutdown(False)
+
+
+threading._register_atexit(_shutdown_pools_at_exit)  # type: ignore[attr-defined]
+
+
+class DefaultExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor.
+
+    A `ThreadPoolExecutor` for everything that looks at it or calls `submit()`; jobs that
+    `run_in_executor()` sends it run on native workers instead (see src/executor.rs), which
+    skip the `concurrent.futures.Future` and `wrap_future` relay.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="asyncio")
+        self._pool = WorkerPool(self._max_workers)
+        _live_pools.add(self)
+
+    def _start_native_worker(self) -> None:
+        name = f"{self._thread_name_prefix}_{len(self._threads)}"
+        thread = threading.Thread(name=name, target=self._pool.worker_loop)
+        thread.start()
+        # ThreadPoolExecutor keeps its threads in a set; shutdown(wait=True) joins them all.
+        cast(set[threading.Thread], self._threads).add(thread)
+
+    def _submit_to_loop(
+        self, loop: Loop, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> asyncio.Future[Any]:
+        future = loop.create_future()
+        with self._shutdown_lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._pool.submit(loop, future, func, args):
+                self._start_native_worker()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for loop, future in self._pool.shutdown(cancel_futures):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(future.cancel)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 def _sighandler_noop(signum: int, frame: Any) -> None:
     """Dummy signal handler: the wake-up fd does the work."""
 
@@ -58,7 +109,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self) -> None:
-        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._default_executor: concurrent.futures.Executor | None = None
         self._executor_shutdown_called = False
         self._exception_handler: Callable[..., Any] | None = None
         self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -240,8 +291,10 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
             # Only check when the default executor is being used
             self._check_default_executor()
             if executor is None:
-                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                executor = DefaultExecutor()
                 self._default_executor = executor
+        if type(executor) is DefaultExecutor:
+            return executor._submit_to_loop(self, func, args)
         return futures.wrap_future(executor.submit(func, *args), loop=self)
 
     def set_default_executor(self, executor: Any) -> None:

@@ -1,5 +1,6 @@
 """Type stubs for the native extension `oxloop._oxloop`."""
 
+import asyncio
 import contextvars
 from collections.abc import Callable
 from typing import Any, final
@@ -8,7 +9,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
 
-__all__ = ["Handle", "LoopCore", "TimerHandle"]
+__all__ = ["Handle", "LoopCore", "TimerHandle", "WorkerPool"]
 
 @disjoint_base
 class Handle:
@@ -60,6 +61,17 @@ class TimerHandle(Handle):
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
 
+@final
+class WorkerPool:
+    def __new__(cls, max_workers: int) -> Self: ...
+    def submit(
+        self, loop: LoopCore, future: asyncio.Future[Any], func: Any, args: tuple[Any, ...]
+    ) -> bool: ...
+    def worker_loop(self) -> None: ...
+    def shutdown(self, cancel_pending: bool) -> list[tuple[Any, asyncio.Future[Any]]]: ...
+    @property
+    def threads(self) -> int: ...
+
 @disjoint_base
 class LoopCore:
     slow_callback_duration: float
@@ -91,7 +103,7 @@ class LoopCore:
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
     ) -> TimerHandle: ...
-    def create_future(self) -> Any: ...
+    def create_future(self) -> asyncio.Future[Any]: ...
     def create_task(
         self,
         coro: Any,

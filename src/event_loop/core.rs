@@ -150,6 +150,37 @@ impl LoopCore {
         }
     }
 
+    /// `call_soon_threadsafe(callback, *args)` from native code (executor workers): the
+    /// result of a job is dropped if the loop closed meanwhile, as `wrap_future` drops it.
+    pub fn call_soon_threadsafe_native(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = {
+            let st = this.state.borrow_mut(py);
+            if st.closed {
+                return Ok(());
+            }
+            st.debug
+        };
+        let handle = Py::new(
+            py,
+            Handle::create(
+                py,
+                callback.unbind(),
+                args.unbind(),
+                slf.as_any(),
+                None,
+                debug,
+            )?,
+        )?;
+        this.push_ready_hidden(py, &handle);
+        this.wake()
+    }
+
     /// Interrupts the poller if it might be waiting, at most once per iteration.
     pub(super) fn wake(&self) -> PyResult<()> {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
