@@ -119,6 +119,10 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         self._coroutine_origin_tracking_saved_depth: int | None = None
         # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
         self._set_debug_flag(coroutines._is_debug_mode())  # type: ignore[attr-defined]
+        cls = type(self)
+        self._configure_overrides(
+            cls.time is not LoopCore.time, cls._run_once is not LoopCore._run_once
+        )
 
     def __repr__(self) -> str:
         return (

@@ -60,6 +60,10 @@ pub(super) struct State {
     pub(super) slow_callback_duration: f64,
     /// `set_task_factory`'s factory.
     pub(super) task_factory: Option<Py<PyAny>>,
+    /// A subclass overrides `time()`: timers follow that clock instead of the monotonic one.
+    pub(super) clock_override: bool,
+    /// A subclass overrides `_run_once()`: `run_forever` calls it for every iteration.
+    pub(super) run_once_override: bool,
 }
 
 /// The native part of the event loop.
@@ -77,6 +81,15 @@ pub struct LoopCore {
 }
 
 impl LoopCore {
+    /// The loop's notion of now: `time.monotonic()`, or a subclass's own `time()`.
+    pub(super) fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if slf.get().state.borrow_mut(slf.py()).clock_override {
+            slf.call_method0(pyo3::intern!(slf.py(), "time"))?.extract()
+        } else {
+            Ok(timers::monotonic())
+        }
+    }
+
     pub(crate) fn debug(&self, py: Python<'_>) -> bool {
         self.state.borrow_mut(py).debug
     }
@@ -260,6 +273,8 @@ impl LoopCore {
                 thread_id: None,
                 slow_callback_duration: 0.1,
                 task_factory: None,
+                clock_override: false,
+                run_once_override: false,
             }),
             poll: Mutex::new(Some(PollState {
                 poller,
@@ -392,7 +407,7 @@ impl LoopCore {
         };
         Self::schedule_at(
             slf,
-            timers::monotonic() + delay,
+            Self::now(slf)? + delay,
             callback,
             args,
             context,
@@ -500,6 +515,14 @@ impl LoopCore {
         self.debug(py)
     }
 
+    /// Tells the core which extension points the Python class overrides (`time`, `_run_once`),
+    /// as asyncio's own loop honours them: simulated clocks and test loops subclass them.
+    fn _configure_overrides(&self, py: Python<'_>, clock: bool, run_once: bool) {
+        let mut st = self.state.borrow_mut(py);
+        st.clock_override = clock;
+        st.run_once_override = run_once;
+    }
+
     #[pyo3(name = "_set_debug_flag")]
     fn set_debug_flag(&self, py: Python<'_>, enabled: bool) {
         self.state.borrow_mut(py).debug = enabled;
@@ -557,9 +580,10 @@ impl LoopCore {
         super::run::run_forever(slf)
     }
 
-    /// Runs exactly one iteration (for tests and embedding).
-    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        super::run::run_once(slf)
+    /// Runs exactly one iteration; `max_wait` caps how long it may wait for I/O.
+    #[pyo3(signature = (max_wait=None))]
+    fn _run_once(slf: &Bound<'_, Self>, max_wait: Option<f64>) -> PyResult<()> {
+        super::run::run_once(slf, max_wait)
     }
 
     /// Drops every scheduled callback and releases the poller: the native half of `close()`.

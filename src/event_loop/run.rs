@@ -32,8 +32,14 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
         st.thread_id = Some(py::thread_ident(py));
     }
+    let custom_iteration = this.state.borrow_mut(py).run_once_override;
     let result = loop {
-        if let Err(e) = run_once(slf) {
+        let ran = if custom_iteration {
+            slf.call_method0(pyo3::intern!(py, "_run_once")).map(drop)
+        } else {
+            run_once(slf, None)
+        };
+        if let Err(e) = ran {
             break Err(e);
         }
         if this.state.borrow_mut(py).stopping {
@@ -51,22 +57,32 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 
 /// How long the next wait may last: not at all if anything is ready or the loop is stopping,
 /// until the next timer if there is one, else indefinitely (capped as asyncio caps it).
-fn poll_timeout(this: &LoopCore, py: Python<'_>) -> Option<Duration> {
-    let mut st = this.state.borrow_mut(py);
-    if !st.ready.is_empty() || st.stopping {
-        return Some(Duration::ZERO);
-    }
-    st.timers.next_deadline().map(|when| {
-        let wait = (when - timers::monotonic()).clamp(0.0, MAX_POLL_TIMEOUT);
-        Duration::from_secs_f64(wait)
-    })
+fn poll_timeout(slf: &Bound<'_, LoopCore>) -> PyResult<Option<Duration>> {
+    let next = {
+        let mut st = slf.get().state.borrow_mut(slf.py());
+        if !st.ready.is_empty() || st.stopping {
+            return Ok(Some(Duration::ZERO));
+        }
+        st.timers.next_deadline()
+    };
+    let Some(when) = next else {
+        return Ok(None);
+    };
+    let wait = (when - LoopCore::now(slf)?).clamp(0.0, MAX_POLL_TIMEOUT);
+    Ok(Some(Duration::from_secs_f64(wait)))
 }
 
-pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+/// One iteration; `max_wait` caps the poller's wait (a test loop with a simulated clock
+/// passes 0, as asyncio's TestLoop uses a selector that never blocks).
+pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     rearm_fired(this, py)?;
-    let timeout = poll_timeout(this, py);
+    let mut timeout = poll_timeout(slf)?;
+    if let Some(cap) = max_wait {
+        let cap = Duration::from_secs_f64(cap.clamp(0.0, MAX_POLL_TIMEOUT));
+        timeout = Some(timeout.map_or(cap, |t| t.min(cap)));
+    }
     let blocking = timeout != Some(Duration::ZERO);
     if blocking {
         // A signal that arrived while callbacks ran must not wait for the poller's timeout.
@@ -107,7 +123,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
     outcome?;
 
-    queue_due_timers(this, py);
+    queue_due_timers(slf)?;
     run_ready(slf)
 }
 
@@ -196,18 +212,20 @@ fn queue_io_callback(
     Ok(())
 }
 
-fn queue_due_timers(this: &LoopCore, py: Python<'_>) {
-    let mut st = this.state.borrow_mut(py);
-    if st.timers.is_empty() {
-        return;
+fn queue_due_timers(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    if slf.get().state.borrow_mut(py).timers.is_empty() {
+        return Ok(());
     }
-    let now = timers::monotonic();
+    let now = LoopCore::now(slf)?;
+    let mut st = slf.get().state.borrow_mut(py);
     let st = &mut *st;
     while let Some(timer) = st.timers.pop_due(now) {
         timer.get().set_timer(py, None);
         let handle: Py<Handle> = timer.into_bound(py).into_super().unbind();
         st.ready.push_back(handle);
     }
+    Ok(())
 }
 
 fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
