@@ -10,7 +10,7 @@ use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyBool, PyDict, PyTuple, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::event_loop::LoopCore;
@@ -196,7 +196,11 @@ fn report_callback_error(
     if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
         return Err(err);
     }
-    let source = py::call_helper(py, "format_callback_source", (callback, args))?;
+    let debug = match handle.get().loop_.get(py) {
+        Some(l) => loop_debug(&l)?,
+        None => false,
+    };
+    let source = py::call_helper(py, "format_callback_source", (callback, args, debug))?;
     let context = PyDict::new(py);
     context.set_item("message", format!("Exception in callback {source}"))?;
     // `into_value` attaches the traceback, which before 3.12 lives beside the exception.
@@ -335,17 +339,20 @@ impl Handle {
 /// A handle scheduled for a point in time (`call_later` / `call_at`).
 #[pyclass(module = "oxloop", extends = Handle, frozen)]
 pub struct TimerHandle {
-    /// The deadline on the loop's clock.
+    /// The deadline on the loop's clock, for ordering (NaN sorts first in the heap).
     when: f64,
+    /// `when` as the caller gave it (an int stays an int, as in asyncio).
+    when_obj: Py<PyAny>,
     /// The entry in the loop's timer heap while scheduled.
     timer: GilCell<Option<TimerId>>,
 }
 
 impl TimerHandle {
     /// A timer handle (not yet in any heap).
-    pub fn create(when: f64, base: Handle) -> PyClassInitializer<TimerHandle> {
+    pub fn create(when: f64, when_obj: Py<PyAny>, base: Handle) -> PyClassInitializer<TimerHandle> {
         PyClassInitializer::from(base).add_subclass(TimerHandle {
             when,
+            when_obj,
             timer: GilCell::new(None),
         })
     }
@@ -362,24 +369,33 @@ impl TimerHandle {
     #[pyo3(signature = (when, callback, args, r#loop, context=None))]
     fn py_new(
         py: Python<'_>,
-        when: f64,
+        when: Py<PyAny>,
         callback: Py<PyAny>,
         args: Py<PyAny>,
         r#loop: Py<PyAny>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<PyClassInitializer<TimerHandle>> {
+        if when.is_none(py) && py.version_info() < (3, 11) {
+            // 3.10's TimerHandle asserts this.
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+        }
+        let when_f = if when.is_none(py) {
+            f64::NAN
+        } else {
+            when.extract::<f64>(py)?
+        };
         let base = Handle::py_new(py, callback, args, r#loop, context)?;
-        Ok(TimerHandle::create(when, base))
+        Ok(TimerHandle::create(when_f, when, base))
     }
 
     /// The absolute time, on the loop's clock, at which the callback is scheduled.
-    fn when(&self) -> f64 {
-        self.when
+    fn when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_obj.clone_ref(py)
     }
 
     #[getter]
-    fn _when(&self) -> f64 {
-        self.when
+    fn _when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_obj.clone_ref(py)
     }
 
     #[getter]
@@ -404,7 +420,7 @@ impl TimerHandle {
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        PyFloat::new(py, self.when).hash()
+        self.when_obj.bind(py).hash()
     }
 
     fn __richcmp__(

@@ -41,8 +41,16 @@ def check_callback(callback: Any, method: str) -> None:
         raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 
 
-def format_callback_source(callback: Any, args: Any) -> str:
+def format_callback_source(callback: Any, args: Any, debug: bool = False) -> str:
+    """asyncio's callback description; from 3.13 it shows the arguments in debug mode."""
+    if sys.version_info >= (3, 13):
+        return format_helpers._format_callback_source(callback, args, debug=debug)
     return format_helpers._format_callback_source(callback, args)
+
+
+def _loop_debug(handle: Any) -> bool:
+    loop = handle._loop
+    return bool(loop is not None and loop.get_debug())
 
 
 def handle_repr(handle: Any) -> str:
@@ -50,7 +58,7 @@ def handle_repr(handle: Any) -> str:
     if handle._cancelled:
         info.append("cancelled")
     if handle._callback is not None:
-        info.append(format_helpers._format_callback_source(handle._callback, handle._args))
+        info.append(format_callback_source(handle._callback, handle._args, _loop_debug(handle)))
     if handle._source_traceback:
         frame = handle._source_traceback[-1]
         info.append(f"created at {frame[0]}:{frame[1]}")
@@ -111,6 +119,6 @@ def set_future_state(fut: Any, exception: BaseException | None, result: Any) -> 
     if fut.cancelled():
         return
     if exception is not None:
-        fut.set_exception(exception)
+        fut.set_exception(asyncio.futures._convert_future_exc(exception))  # type: ignore[attr-defined]
     else:
         fut.set_result(result)

@@ -205,6 +205,7 @@ impl LoopCore {
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when: f64,
+        when_obj: Py<PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
@@ -226,7 +227,7 @@ impl LoopCore {
         )?;
         // Timer handles stay under the collector's watch: callers usually keep them (to cancel
         // them), and a kept handle in a cycle must be visible for the cycle to be found.
-        let handle = Py::new(py, TimerHandle::create(when, base))?;
+        let handle = Py::new(py, TimerHandle::create(when, when_obj, base))?;
         let id = this
             .state
             .borrow_mut(py)
@@ -405,9 +406,13 @@ impl LoopCore {
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
+        let when = Self::now(slf)? + delay;
         Self::schedule_at(
             slf,
-            Self::now(slf)? + delay,
+            when,
+            pyo3::types::PyFloat::new(slf.py(), when)
+                .into_any()
+                .unbind(),
             callback,
             args,
             context,
@@ -419,7 +424,7 @@ impl LoopCore {
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at(
         slf: &Bound<'_, Self>,
-        when: Option<f64>,
+        when: Option<Bound<'_, PyAny>>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
@@ -427,7 +432,16 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
-        Self::schedule_at(slf, when, callback, args, context, "call_at")
+        let when_f = when.extract::<f64>()?;
+        Self::schedule_at(
+            slf,
+            when_f,
+            when.unbind(),
+            callback,
+            args,
+            context,
+            "call_at",
+        )
     }
 
     /// A new `asyncio.Future` attached to this loop.
