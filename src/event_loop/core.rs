@@ -179,19 +179,57 @@ impl LoopCore {
             }
             st.debug
         };
-        let handle = Py::new(
-            py,
-            Handle::create(
-                py,
-                callback.unbind(),
-                args.unbind(),
-                slf.as_any(),
-                None,
-                debug,
-            )?,
-        )?;
+        let handle = Self::new_handle(slf, callback, args, None, debug)?;
         this.push_ready_hidden(py, &handle);
         this.wake()
+    }
+
+    /// A handle for `callback(*args)` on this loop.
+    pub(super) fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let handle = Handle::create(
+            py,
+            callback.unbind(),
+            args.unbind(),
+            slf.as_any(),
+            context,
+            debug,
+        )?;
+        Py::new(py, handle)
+    }
+
+    /// `call_soon` and `call_soon_threadsafe`: the latter skips the thread check and wakes
+    /// the poller.
+    fn queue_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = this.check_closed(py)?;
+        if debug {
+            let method = if threadsafe {
+                "call_soon_threadsafe"
+            } else {
+                "call_soon"
+            };
+            this.debug_checks(py, &callback, method, !threadsafe)?;
+        }
+        let handle = Self::new_handle(slf, callback, args, context, debug)?;
+        this.push_ready_hidden(py, &handle);
+        if threadsafe {
+            this.wake()?;
+        }
+        Ok(handle)
     }
 
     /// Interrupts the poller if it might be waiting, at most once per iteration.
@@ -343,25 +381,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        let debug = this.check_closed(py)?;
-        if debug {
-            this.debug_checks(py, &callback, "call_soon", true)?;
-        }
-        let handle = Py::new(
-            py,
-            Handle::create(
-                py,
-                callback.unbind(),
-                args.unbind(),
-                slf.as_any(),
-                context,
-                debug,
-            )?,
-        )?;
-        this.push_ready_hidden(py, &handle);
-        Ok(handle)
+        Self::queue_soon(slf, callback, args, context, false)
     }
 
     /// Like `call_soon`, from any thread: wakes the loop if it is waiting.
@@ -372,26 +392,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        let debug = this.check_closed(py)?;
-        if debug {
-            this.debug_checks(py, &callback, "call_soon_threadsafe", false)?;
-        }
-        let handle = Py::new(
-            py,
-            Handle::create(
-                py,
-                callback.unbind(),
-                args.unbind(),
-                slf.as_any(),
-                context,
-                debug,
-            )?,
-        )?;
-        this.push_ready_hidden(py, &handle);
-        this.wake()?;
-        Ok(handle)
+        Self::queue_soon(slf, callback, args, context, true)
     }
 
     /// Schedules `callback(*args)` to run `delay` seconds from now.

@@ -75,17 +75,7 @@ pub(super) fn add_watcher(
         }
         st.debug
     };
-    let handle = Py::new(
-        py,
-        Handle::create(
-            py,
-            callback.unbind(),
-            args.unbind(),
-            slf.as_any(),
-            None,
-            debug,
-        )?,
-    )?;
+    let handle = LoopCore::new_handle(slf, callback, args, None, debug)?;
     let previous = {
         let mut st = this.state.borrow_mut(py);
         let st = &mut *st;
