@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import oxloop
+from _testloop import OxTestLoop
 
 
 class Counters:
@@ -179,7 +180,7 @@ def _patch_test_utils() -> None:
     def new_test_loop(self: Any, gen: Any = None) -> Any:
         if gen is not None:
             COUNTERS.fake_clock = True
-        loop = _oxloop_factory()
+        loop = OxTestLoop(gen)
         self.set_event_loop(loop)
         return loop
 
