@@ -9,9 +9,9 @@ limits the line to some Python minor versions: `py3.12+`, `py-3.11` (3.11 and ol
 `py3.10-3.11`, `py3.13`, or several joined by commas (`py3.10,3.12+`). A line without one holds
 for every version. The first line that names a test and matches the running version wins.
 
-Categories: `private` (the test reaches into asyncio's internals), `fake-clock` (it drives
-asyncio's TestLoop virtual time), `not-yet` (oxloop lacks the feature today), `bug` (oxloop
-differs from asyncio on a public API: a defect to fix), `flaky` (timing-dependent, may pass).
+Categories: `private` (the test reaches into asyncio's internals), `not-yet` (oxloop lacks the
+feature today), `bug` (oxloop differs from asyncio on a public API: a defect to fix), `flaky`
+(timing-dependent, may pass).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CATEGORIES = ("private", "fake-clock", "not-yet", "bug", "flaky")
+CATEGORIES = ("private", "not-yet", "bug", "flaky")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
 

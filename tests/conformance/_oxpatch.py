@@ -6,9 +6,9 @@ All of it happens inside the worker process, before the module's tests run:
   with `asyncio.set_event_loop_policy(None)`; `asyncio.DefaultEventLoopPolicy` makes oxloop
   loops too, so `asyncio.new_event_loop()`, `asyncio.run()`, `asyncio.Runner` and
   `unittest.IsolatedAsyncioTestCase` all run on oxloop.
-* `test_utils.TestCase.new_test_loop()` returns an oxloop loop. When a test passes it a time
-  generator (asyncio's `TestLoop` fake clock), the test is marked as fake-clock: it then runs on
-  real time, and its assertions on virtual time are expected to fail.
+* `test_utils.TestCase.new_test_loop(gen=None)` returns `_testloop.OxTestLoop(gen)`: asyncio's
+  `TestLoop` (a virtual clock driven by the test's time generator) as an `oxloop.Loop` subclass,
+  so the tests that check when timers fire run on oxloop's timers and virtual time.
 * Where a test mocks a global of asyncio's loop modules (`asyncio.base_events.logger`,
   `asyncio.unix_events.signal`) or a method of `BaseEventLoop`, oxloop's counterpart gets the
   same mock (MOCK_ALIASES).
@@ -33,7 +33,8 @@ from _testloop import OxTestLoop
 
 
 class Counters:
-    """What the running test did: loops built, fake clock asked for, private attributes missed."""
+    """What the running test did: loops built, virtual clock asked for (new_test_loop(gen)),
+    private attributes missed."""
 
     def __init__(self) -> None:
         self.reset()
@@ -177,6 +178,8 @@ def _install_policy() -> None:
 def _patch_test_utils() -> None:
     from test.test_asyncio import utils as test_utils
 
+    # asyncio's TestLoop(gen), on oxloop: virtual time from 0, moved by the generator (without
+    # one, as in TestLoop, the clock stays at 0 and no timer may be scheduled).
     def new_test_loop(self: Any, gen: Any = None) -> Any:
         if gen is not None:
             COUNTERS.fake_clock = True

@@ -274,12 +274,13 @@ def infer_reason(rec: dict[str, Any]) -> str:
                            ("pipe", "pipes (issue 5)"), ("TLS", "TLS")):
             if f"{area} support is not available" in detail:
                 return f"not-yet: {what}"
-    if rec.get("fake_clock"):
-        return "fake-clock: TestLoop virtual time"
     if rec.get("missing"):
         return "private: uses loop." + ", loop.".join(rec["missing"])
     if rec.get("oxloop", 0) == 0 and rec.get("asyncio", 0) > 0:
         return "private: asyncio's own loop: " + summary(rec)
+    if rec.get("fake_clock"):
+        # new_test_loop(gen): _testloop.OxTestLoop, TestLoop's virtual clock on oxloop.
+        return "bug: TODO (on TestLoop's virtual clock) " + summary(rec)
     return "bug: TODO " + summary(rec)
 
 
