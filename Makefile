@@ -28,6 +28,9 @@ test: build ## Run every test: cargo, pytest, CPython's test_asyncio conformance
 	$(PY) -m pytest -q
 	$(PY) tests/conformance/run.py
 
+test-debug: build ## pytest again in asyncio debug mode (PYTHONASYNCIODEBUG=1), as users run it
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q --ignore=tests/test_timers_memory.py
+
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
 test-versions: ## Build and run pytest on every other supported interpreter found (pyenv or PATH)
@@ -52,4 +55,4 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
 	$(PY) benches/micro.py
 
-.PHONY: help venv build demo test test-versions lint bench
+.PHONY: help venv build demo test test-debug test-versions lint bench

@@ -123,6 +123,7 @@ def test_slow_callbacks_are_logged_in_debug_mode(loop, caplog):
 
 
 def test_slow_callbacks_are_not_logged_without_debug(loop, caplog):
+    loop.set_debug(False)
     loop.slow_callback_duration = 0.2
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         loop.call_soon(slow_callback)
@@ -184,6 +185,7 @@ def test_debug_mode_rejects_coroutine_objects(loop, method):
 
 
 def test_without_debug_a_non_callable_fails_when_run(loop, loop_errors):
+    loop.set_debug(False)
     handle = loop.call_soon(42)  # accepted: the check is a debug-mode one
     run_briefly(loop)
     context = loop_errors.pop_one()
@@ -219,6 +221,7 @@ def test_cancelled_handle_repr_keeps_the_callback_in_debug_mode(loop):
 
 
 def test_no_source_traceback_without_debug(loop):
+    loop.set_debug(False)
     handle = loop.call_soon(plain_callback)
     assert not handle._source_traceback
     assert "created at" not in repr(handle)

@@ -406,7 +406,8 @@ def test_run_function_returns_and_closes_its_loop(run_function, loop_name, loop_
     assert run_function(main()) == "done"
     assert isinstance(seen["loop"], oxloop.Loop) == (loop_name == "oxloop")
     assert seen["loop"].is_closed()
-    assert seen["debug"] is False
+    # Debug mode follows PYTHONASYNCIODEBUG / -X dev unless run() is told otherwise.
+    assert seen["debug"] is sys.flags.dev_mode or bool(os.environ.get("PYTHONASYNCIODEBUG"))
 
 
 def test_run_function_debug_flag(run_function, loop_errors):
