@@ -159,7 +159,7 @@ impl LoopCore {
     pub(super) fn track_shared_ready(&self, py: Python<'_>) {
         let st = self.state.borrow_mut(py);
         for h in st.ready.iter() {
-            py::gc_track_if_shared_beyond(h.bind(py).as_any(), 1);
+            py::gc_track_if_shared(h.bind(py).as_any());
         }
     }
 

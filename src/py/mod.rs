@@ -155,16 +155,10 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
 /// Puts an object taken out by [`gc_untrack`] back under the collector if anything besides
 /// the caller's reference keeps it alive (else it is about to be freed and needs no tracking).
 pub fn gc_track_if_shared(obj: &Bound<'_, PyAny>) {
-    gc_track_if_shared_beyond(obj, 1);
-}
-
-/// Like [`gc_track_if_shared`], when the caller knows of `owned` references of its own (the
-/// queue's, and the caller's `Bound` if it made a new one).
-pub fn gc_track_if_shared_beyond(obj: &Bound<'_, PyAny>, owned: isize) {
     // SAFETY: the GIL is held and `obj` is live. An object must not be tracked twice, hence the
     // check; PyObject_GC_IsTracked only reads the object's GC header.
     unsafe {
-        if ffi::Py_REFCNT(obj.as_ptr()) > owned && ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+        if ffi::Py_REFCNT(obj.as_ptr()) > 1 && ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
             ffi::PyObject_GC_Track(obj.as_ptr().cast());
         }
     }
