@@ -382,3 +382,21 @@ def test_job_finishing_after_the_loop_closed_is_dropped_quietly(loop):
     release.set()
     executor.shutdown(wait=True)
     assert not fut.done()
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "oxloop"])
+def test_interpreter_exits_with_the_default_executor_still_open(loop_name):
+    """Idle default-executor workers must not keep the interpreter from exiting."""
+    import subprocess
+
+    factory = "asyncio.new_event_loop" if loop_name == "asyncio" else "oxloop.new_event_loop"
+    code = (
+        "import asyncio, oxloop\n"
+        f"loop = {factory}()\n"
+        "print(loop.run_until_complete(loop.run_in_executor(None, sum, [1, 2])))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3"
