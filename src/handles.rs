@@ -37,40 +37,58 @@ struct HandleState {
     args: Option<Py<PyTuple>>,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: bool,
-    /// In debug mode, the repr captured at cancellation, when the callback is still known.
+    /// What debug mode records; boxed, so that handles made outside debug mode stay small.
+    debug: Option<Box<DebugInfo>>,
+}
+
+/// Debug-mode records of a handle.
+#[derive(Default)]
+struct DebugInfo {
+    /// The repr captured at cancellation, when the callback is still known.
     repr: Option<Py<PyAny>>,
-    /// In debug mode, where the handle was created (`traceback.StackSummary`-like list).
+    /// Where the handle was created (`traceback.StackSummary`-like list).
     source_traceback: Option<Py<PyAny>>,
 }
 
-/// A reference from a handle to its loop.
-enum LoopRef {
-    /// The usual case: loops support weak references.
-    Weak(Py<PyWeakrefReference>),
-    /// An object passed as `loop` to `Handle(...)` that cannot be referenced weakly.
-    Strong(Py<PyAny>),
+impl HandleState {
+    fn repr(&self) -> Option<&Py<PyAny>> {
+        self.debug.as_ref().and_then(|d| d.repr.as_ref())
+    }
+
+    fn source_traceback(&self) -> Option<&Py<PyAny>> {
+        self.debug
+            .as_ref()
+            .and_then(|d| d.source_traceback.as_ref())
+    }
+
+    fn debug_mut(&mut self) -> &mut DebugInfo {
+        self.debug.get_or_insert_with(Box::default)
+    }
 }
+
+/// A reference from a handle to its loop: a weak reference when the loop supports them (the
+/// usual case), else the loop itself. Loops are never weak-reference objects themselves, so the
+/// two cannot be confused.
+struct LoopRef(Py<PyAny>);
 
 impl LoopRef {
     fn new(loop_: &Bound<'_, PyAny>) -> LoopRef {
         match PyWeakrefReference::new(loop_) {
-            Ok(w) => LoopRef::Weak(w.unbind()),
-            Err(_) => LoopRef::Strong(loop_.clone().unbind()),
+            Ok(w) => LoopRef(w.into_any().unbind()),
+            Err(_) => LoopRef(loop_.clone().unbind()),
         }
     }
 
     fn get<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        match self {
-            LoopRef::Weak(w) => w.bind(py).upgrade(),
-            LoopRef::Strong(s) => Some(s.bind(py).clone()),
+        let held = self.0.bind(py);
+        match held.cast::<PyWeakrefReference>() {
+            Ok(w) => w.upgrade(),
+            Err(_) => Some(held.clone()),
         }
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            LoopRef::Weak(w) => visit.call(w),
-            LoopRef::Strong(s) => visit.call(s),
-        }
+        visit.call(&self.0)
     }
 }
 
@@ -88,8 +106,11 @@ impl Handle {
             Some(c) if !c.is_none(py) => c,
             _ => py::copy_context(py)?,
         };
-        let source_traceback = if debug {
-            Some(py::call_helper(py, "extract_stack", ())?.unbind())
+        let debug = if debug {
+            Some(Box::new(DebugInfo {
+                repr: None,
+                source_traceback: Some(py::call_helper(py, "extract_stack", ())?.unbind()),
+            }))
         } else {
             None
         };
@@ -98,8 +119,7 @@ impl Handle {
                 callback: Some(callback),
                 args: Some(args),
                 cancelled: false,
-                repr: None,
-                source_traceback,
+                debug,
             }),
             context,
             loop_: LoopRef::new(loop_),
@@ -117,8 +137,8 @@ impl Handle {
         if let Some(st) = self.state.try_borrow_for_gc() {
             visit.call(&st.callback)?;
             visit.call(&st.args)?;
-            visit.call(&st.repr)?;
-            visit.call(&st.source_traceback)?;
+            visit.call(st.repr())?;
+            visit.call(st.source_traceback())?;
         }
         visit.call(&self.context)?;
         self.loop_.traverse(visit)
@@ -149,7 +169,9 @@ impl Handle {
         };
         let released = {
             let mut st = this.state.borrow_mut(py);
-            st.repr = repr;
+            if repr.is_some() {
+                st.debug_mut().repr = repr;
+            }
             (st.callback.take(), st.args.take())
         };
         // Released outside the borrow: dropping them may run arbitrary `__del__` code.
@@ -211,8 +233,7 @@ fn report_callback_error(
     let source_traceback = this
         .state
         .borrow_mut(py)
-        .source_traceback
-        .as_ref()
+        .source_traceback()
         .map(|tb| tb.clone_ref(py));
     if let Some(tb) = source_traceback {
         context.set_item("source_traceback", tb)?;
@@ -261,12 +282,7 @@ impl Handle {
 
     fn __clear__(&self, py: Python<'_>) {
         let released = match self.state.try_borrow_mut(py) {
-            Some(mut st) => (
-                st.callback.take(),
-                st.args.take(),
-                st.repr.take(),
-                st.source_traceback.take(),
-            ),
+            Some(mut st) => (st.callback.take(), st.args.take(), st.debug.take()),
             None => return,
         };
         drop(released);
@@ -313,23 +329,35 @@ impl Handle {
 
     #[getter]
     fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.state.borrow_mut(py).repr)
+        self.state.borrow_mut(py).repr().map(|r| r.clone_ref(py))
     }
 
     #[getter(_source_traceback)]
     fn get_source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.state.borrow_mut(py).source_traceback)
+        self.state
+            .borrow_mut(py)
+            .source_traceback()
+            .map(|tb| tb.clone_ref(py))
     }
 
     #[setter(_source_traceback)]
     fn set_source_traceback(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.state.borrow_mut(py).source_traceback, value);
+        let old = std::mem::replace(
+            &mut self.state.borrow_mut(py).debug_mut().source_traceback,
+            value,
+        );
         drop(old);
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(r) = clone_opt(py, &slf.get().state.borrow_mut(py).repr) {
+        let captured = slf
+            .get()
+            .state
+            .borrow_mut(py)
+            .repr()
+            .map(|r| r.clone_ref(py));
+        if let Some(r) = captured {
             return Ok(r);
         }
         Ok(py::call_helper(py, "handle_repr", (slf,))?.unbind())
@@ -339,9 +367,8 @@ impl Handle {
 /// A handle scheduled for a point in time (`call_later` / `call_at`).
 #[pyclass(module = "oxloop", extends = Handle, frozen)]
 pub struct TimerHandle {
-    /// The deadline on the loop's clock, for ordering (NaN sorts first in the heap).
-    when: f64,
-    /// `when` as the caller gave it (an int stays an int, as in asyncio).
+    /// The deadline on the loop's clock as the caller gave it (an int stays an int, as in
+    /// asyncio); the loop's heap keeps its own float copy for ordering.
     when_obj: Py<PyAny>,
     /// The entry in the loop's timer heap while scheduled.
     timer: GilCell<Option<TimerId>>,
@@ -349,9 +376,8 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     /// A timer handle (not yet in any heap).
-    pub fn create(when: f64, when_obj: Py<PyAny>, base: Handle) -> PyClassInitializer<TimerHandle> {
+    pub fn create(when_obj: Py<PyAny>, base: Handle) -> PyClassInitializer<TimerHandle> {
         PyClassInitializer::from(base).add_subclass(TimerHandle {
-            when,
             when_obj,
             timer: GilCell::new(None),
         })
@@ -379,13 +405,8 @@ impl TimerHandle {
             // 3.10's TimerHandle asserts this.
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
-        let when_f = if when.is_none(py) {
-            f64::NAN
-        } else {
-            when.extract::<f64>(py)?
-        };
         let base = Handle::py_new(py, callback, args, r#loop, context)?;
-        Ok(TimerHandle::create(when_f, when, base))
+        Ok(TimerHandle::create(when, base))
     }
 
     /// The absolute time, on the loop's clock, at which the callback is scheduled.
@@ -432,12 +453,12 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (slf.get().when, other.get().when);
+        let (a, b) = (slf.get().when_obj.bind(py), other.get().when_obj.bind(py));
         let result = match op {
-            CompareOp::Lt => a < b,
-            CompareOp::Le => a < b || timers_equal(slf, other)?,
-            CompareOp::Gt => a > b,
-            CompareOp::Ge => a > b || timers_equal(slf, other)?,
+            CompareOp::Lt => a.lt(b)?,
+            CompareOp::Le => a.lt(b)? || timers_equal(slf, other)?,
+            CompareOp::Gt => a.gt(b)?,
+            CompareOp::Ge => a.gt(b)? || timers_equal(slf, other)?,
             CompareOp::Eq => timers_equal(slf, other)?,
             CompareOp::Ne => !timers_equal(slf, other)?,
         };
@@ -448,7 +469,7 @@ impl TimerHandle {
 /// `TimerHandle.__eq__` as asyncio defines it: same deadline, callback, arguments and state.
 fn timers_equal(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
     let py = a.py();
-    if a.get().when != b.get().when {
+    if !a.get().when_obj.bind(py).eq(b.get().when_obj.bind(py))? {
         return Ok(false);
     }
     let fields = |h: &Bound<'_, TimerHandle>| {

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 
 /// Tombstones are only swept once there are at least this many, so a heap of a few timers
 /// is never rebuilt on every cancellation.
@@ -21,7 +22,8 @@ pub struct TimerId {
     /// Index into the slot table.
     slot: u32,
     /// Sequence number of the timer, which tells a reused slot from the one this id named.
-    seq: u64,
+    /// Never zero, so that `Option<TimerId>` takes no more room than a `TimerId`.
+    seq: NonZeroU64,
 }
 
 /// A heap entry. Ordering is reversed so that `BinaryHeap` (a max-heap) pops the earliest.
@@ -75,7 +77,7 @@ pub struct TimerHeap<T> {
     slots: Vec<Slot<T>>,
     /// Slots free for reuse.
     free: Vec<u32>,
-    /// Next sequence number to hand out.
+    /// Next sequence number to hand out (starting at 1).
     next_seq: u64,
     /// Number of live timers (entries whose payload is present).
     live: usize,
@@ -94,7 +96,7 @@ impl<T> TimerHeap<T> {
             heap: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            next_seq: 0,
+            next_seq: 1,
             live: 0,
         }
     }
@@ -141,13 +143,16 @@ impl<T> TimerHeap<T> {
         };
         self.heap.push(Entry { when, seq, slot });
         self.live += 1;
-        TimerId { slot, seq }
+        TimerId {
+            slot,
+            seq: NonZeroU64::MIN.saturating_add(seq - 1),
+        }
     }
 
     /// Cancels the timer `id`, returning its payload if it was still pending.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
         let slot = self.slots.get_mut(id.slot as usize)?;
-        if slot.seq != id.seq {
+        if slot.seq != id.seq.get() {
             return None;
         }
         let payload = slot.payload.take()?;

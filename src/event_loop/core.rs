@@ -265,7 +265,7 @@ impl LoopCore {
         )?;
         // Timer handles stay under the collector's watch: callers usually keep them (to cancel
         // them), and a kept handle in a cycle must be visible for the cycle to be found.
-        let handle = Py::new(py, TimerHandle::create(when, when_obj, base))?;
+        let handle = Py::new(py, TimerHandle::create(when_obj, base))?;
         let id = this
             .state
             .borrow_mut(py)
