@@ -501,7 +501,12 @@ impl LoopCore {
                 ));
             }
         }
-        self.state.borrow_mut(py).task_factory = factory.map(Bound::unbind);
+        let previous = std::mem::replace(
+            &mut self.state.borrow_mut(py).task_factory,
+            factory.map(Bound::unbind),
+        );
+        // Released outside the borrow: the old factory's `__del__` may call into the loop.
+        drop(previous);
         Ok(())
     }
 
