@@ -588,3 +588,18 @@ def test_sleep_returns_its_result_and_waits_at_least_the_delay(loop):
     value, elapsed = loop.run_until_complete(main())
     assert value == "slept"
     assert elapsed >= 0.02
+
+
+def test_replaced_task_factory_may_call_the_loop_from_its_finalizer(loop):
+    seen = []
+
+    class Factory:
+        def __call__(self, loop, coro, **kwargs):
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        def __del__(self):
+            seen.append(loop.get_task_factory())
+
+    loop.set_task_factory(Factory())
+    loop.set_task_factory(None)
+    assert seen == [None]
