@@ -33,7 +33,7 @@ test-debug: build ## pytest again in asyncio debug mode (PYTHONASYNCIODEBUG=1), 
 
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
-test-versions: ## Build and run pytest on every other supported interpreter found (pyenv or PATH)
+test-versions: ## pytest and the conformance run on every other supported interpreter found
 	@for v in $(OTHER_PYTHONS); do \
 	  py=$$(pyenv prefix $$v 2>/dev/null)/bin/python; \
 	  [ -x "$$py" ] || py=$$(command -v python$$v || true); \
@@ -43,6 +43,7 @@ test-versions: ## Build and run pytest on every other supported interpreter foun
 	  echo "== python$$v"; \
 	  VIRTUAL_ENV=$$PWD/$$venv $$venv/bin/maturin develop --quiet || exit 1; \
 	  $$venv/bin/python -m pytest -q -x tests || exit 1; \
+	  $$venv/bin/python tests/conformance/run.py || exit 1; \
 	done
 
 lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
