@@ -28,25 +28,34 @@ def never_called() -> None:
     raise AssertionError("a cancelled timer fired")
 
 
-def test_million_timers_scheduled_then_cancelled_in_batches(loop):
-    keep_alive = loop.call_later(3600, never_called)  # the heap is never empty
+def rss_growth(loop, batch_work, batches: int = TOTAL // BATCH, iterations: int = 1) -> int:
+    """Runs `batch_work()` `batches` times on `loop`, giving the loop `iterations` iterations
+    after each; returns how much the RSS grew after the warm-up batches."""
 
     async def churn():
         baseline = None
-        for batch in range(TOTAL // BATCH):
-            handles = [loop.call_later(3600, never_called) for _ in range(BATCH)]
-            for handle in handles:
-                handle.cancel()
-            del handles
-            await asyncio.sleep(0)
+        for batch in range(batches):
+            batch_work()
+            for _ in range(iterations):
+                await asyncio.sleep(0)
             if batch == WARMUP_BATCHES - 1:
                 gc.collect()
                 baseline = rss_bytes()
         gc.collect()
-        return baseline, rss_bytes()
+        return rss_bytes() - baseline
 
-    baseline, final = loop.run_until_complete(churn())
-    growth = final - baseline
+    return loop.run_until_complete(churn())
+
+
+def test_million_timers_scheduled_then_cancelled_in_batches(loop):
+    keep_alive = loop.call_later(3600, never_called)  # the heap is never empty
+
+    def schedule_and_cancel():
+        handles = [loop.call_later(3600, never_called) for _ in range(BATCH)]
+        for handle in handles:
+            handle.cancel()
+
+    growth = rss_growth(loop, schedule_and_cancel)
     assert growth < MAX_GROWTH, f"RSS grew by {growth / 2**20:.1f} MB"
     assert not keep_alive.cancelled()
     keep_alive.cancel()
@@ -57,20 +66,11 @@ def test_million_timers_each_cancelled_right_away(loop):
     # Live timers interleaved with the cancelled ones: they must survive every purge.
     live = [loop.call_later(0.2 + i * 0.01, fired.append, i) for i in range(5)]
 
-    async def churn():
-        baseline = None
-        for batch in range(TOTAL // BATCH):
-            for _ in range(BATCH):
-                loop.call_later(3600, never_called).cancel()
-            await asyncio.sleep(0)
-            if batch == WARMUP_BATCHES - 1:
-                gc.collect()
-                baseline = rss_bytes()
-        gc.collect()
-        return baseline, rss_bytes()
+    def cancel_each_right_away():
+        for _ in range(BATCH):
+            loop.call_later(3600, never_called).cancel()
 
-    baseline, final = loop.run_until_complete(churn())
-    growth = final - baseline
+    growth = rss_growth(loop, cancel_each_right_away)
     assert growth < MAX_GROWTH, f"RSS grew by {growth / 2**20:.1f} MB"
     loop.run_until_complete(asyncio.sleep(max(h.when() for h in live) - loop.time() + 0.01))
     assert fired == [0, 1, 2, 3, 4]
@@ -83,20 +83,10 @@ def test_fired_timers_leave_memory_flat(loop):
         nonlocal count
         count += 1
 
-    async def churn():
-        baseline = None
-        for batch in range(40):
-            for _ in range(BATCH):
-                loop.call_later(0, tick)
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            if batch == WARMUP_BATCHES - 1:
-                gc.collect()
-                baseline = rss_bytes()
-        gc.collect()
-        return baseline, rss_bytes()
+    def schedule_due_now():
+        for _ in range(BATCH):
+            loop.call_later(0, tick)
 
-    baseline, final = loop.run_until_complete(churn())
+    growth = rss_growth(loop, schedule_due_now, batches=40, iterations=2)
     assert count == 40 * BATCH
-    growth = final - baseline
     assert growth < MAX_GROWTH, f"RSS grew by {growth / 2**20:.1f} MB"
