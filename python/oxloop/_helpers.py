@@ -99,16 +99,14 @@ def create_task(
 ) -> Any:
     """`loop.create_task` with a task factory, in debug mode, or with extra keywords."""
     extra = dict(kwargs or {})
+    if context is not None:
+        extra["context"] = context
     if factory is None:
-        if context is not None:
-            extra["context"] = context
         task = asyncio.Task(coro, loop=loop, name=name, **extra)
         source_traceback = getattr(task, "_source_traceback", None)
         if source_traceback:
             del source_traceback[-1]
         return task
-    if context is not None:
-        extra["context"] = context
     task = factory(loop, coro, **extra)
     set_task_name(task, name)
     return task

@@ -170,18 +170,10 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let debug = {
-            let st = this.state.borrow_mut(py);
-            if st.closed {
-                return Ok(());
-            }
-            st.debug
-        };
-        let handle = Self::new_handle(slf, callback, args, None, debug)?;
-        this.push_ready_hidden(py, &handle);
-        this.wake()
+        if slf.get().state.borrow_mut(slf.py()).closed {
+            return Ok(());
+        }
+        Self::queue_soon(slf, callback, args, None, true).map(drop)
     }
 
     /// A handle for `callback(*args)` on this loop.
