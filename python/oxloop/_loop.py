@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
+from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _sighandler_noop(signum: int, frame: Any) -> None:
     """Dummy signal handler: the wake-up fd does the work."""
 
 
-class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
+class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self) -> None:
@@ -115,6 +116,8 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
         self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._signal_handlers: dict[int, Handle] = {}
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._unix_server_sockets: dict[socket.socket, int] = {}
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
@@ -570,58 +573,37 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):  # type: ignore[misc]
                 unix_logger().info("set_wakeup_fd(-1) failed: %s", exc)
         return True
 
+    # -- fd watchers and networking (see _network.py) ---------------------------
+
+    @property
+    def _debug(self) -> bool:
+        return bool(self.get_debug())
+
+    @property
+    def _selector(self) -> SelectorView:
+        return SelectorView(self)
+
+    def add_reader(
+        self, fd: Any, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+    ) -> None:
+        self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return bool(self._remove_reader(fd))
+
+    def add_writer(
+        self, fd: Any, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+    ) -> None:
+        self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd: Any) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return bool(self._remove_writer(fd))
+
     # -- not yet implemented: each raises NotImplementedError when awaited ------------
-
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("create_connection", "networking")
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("create_server", "networking")
-
-    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("create_unix_connection", "networking")
-
-    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("create_unix_server", "networking")
-
-    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("create_datagram_endpoint", "networking")
-
-    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("connect_accepted_socket", "networking")
-
-    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sendfile", "networking")
-
-    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("start_tls", "networking")
-
-    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_recv", "networking")
-
-    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_recv_into", "networking")
-
-    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_recvfrom", "networking")
-
-    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_recvfrom_into", "networking")
-
-    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_sendall", "networking")
-
-    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_sendto", "networking")
-
-    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_connect", "networking")
-
-    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_accept", "networking")
-
-    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("sock_sendfile", "networking")
 
     async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
         raise _not_yet("connect_read_pipe", "pipe")

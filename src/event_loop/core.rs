@@ -628,31 +628,37 @@ impl LoopCore {
         Ok(())
     }
 
+    /// asyncio's `_add_reader`: no check for a transport owning the fd; returns the handle.
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader(
+    fn _add_reader(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         super::io::add_watcher(slf, fd, callback, args, super::io::Direction::Read)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer(
+    fn _add_writer(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         super::io::add_watcher(slf, fd, callback, args, super::io::Direction::Write)
     }
 
-    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         super::io::remove_watcher(slf, fd, super::io::Direction::Read)
     }
 
-    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         super::io::remove_watcher(slf, fd, super::io::Direction::Write)
+    }
+
+    /// The `selectors` event mask of the watchers on `fd` (0 when none).
+    fn _fd_events(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<u8> {
+        super::io::watched_events(slf, fd)
     }
 }

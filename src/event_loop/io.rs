@@ -64,7 +64,7 @@ pub(super) fn add_watcher(
     callback: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     dir: Direction,
-) -> PyResult<()> {
+) -> PyResult<Py<Handle>> {
     let py = slf.py();
     let fd = fileobj_to_fd(fileobj)?;
     let this = slf.get();
@@ -82,12 +82,29 @@ pub(super) fn add_watcher(
         let registrar = st.registrar.as_mut().ok_or_else(loop_closed)?;
         let interests = registrar.interests(fd) | dir.bit();
         registrar.set(fd, interests).map_err(os_error)?;
-        watchers(st, dir).insert(fd, handle)
+        watchers(st, dir).insert(fd, handle.clone_ref(py))
     };
     if let Some(old) = previous {
         Handle::cancel_bound(old.bind(py))?;
     }
-    Ok(())
+    Ok(handle)
+}
+
+pub(super) fn watched_events(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+) -> PyResult<u8> {
+    let py = slf.py();
+    let fd = fileobj_to_fd(fileobj)?;
+    let st = slf.get().state.borrow_mut(py);
+    let mut mask = 0;
+    if st.readers.contains_key(&fd) {
+        mask |= 1;
+    }
+    if st.writers.contains_key(&fd) {
+        mask |= 2;
+    }
+    Ok(mask)
 }
 
 pub(super) fn remove_watcher(
