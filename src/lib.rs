@@ -1,9 +1,12 @@
 //! oxloop: a drop-in asyncio event loop for CPython, written in Rust.
 //!
-//! The pure-Rust core ([`timers`], [`reactor`], [`signals`]) knows nothing of Python and is
-//! tested with `cargo test`; [`handles`] and [`event_loop`] are the PyO3 face over it, and
+//! The pure-Rust core ([`timers`], [`reactor`], [`signals`], [`buffers`],
+//! `transports::sys`) knows nothing of Python and is
+//! tested with `cargo test`; [`handles`], [`event_loop`] and [`transports`] are the PyO3 face
+//! over it, and
 //! [`py`] holds the cached imports and the crate's only raw FFI. See ARCHITECTURE.md.
 
+pub mod buffers;
 pub mod errors;
 pub mod event_loop;
 pub mod executor;
@@ -12,6 +15,7 @@ pub mod py;
 pub mod reactor;
 pub mod signals;
 pub mod timers;
+pub mod transports;
 
 use pyo3::prelude::*;
 
@@ -24,4 +28,6 @@ mod _oxloop {
     use crate::executor::WorkerPool;
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
+    #[pymodule_export]
+    use crate::transports::StreamTransport;
 }

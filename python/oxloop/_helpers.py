@@ -120,3 +120,8 @@ def set_future_state(fut: Any, exception: BaseException | None, result: Any) -> 
         fut.set_exception(asyncio.futures._convert_future_exc(exception))  # type: ignore[attr-defined]
     else:
         fut.set_result(result)
+
+
+def log_send_after_close() -> None:
+    """A transport was written to after its connection was lost, repeatedly."""
+    base_logger().warning("socket.send() raised exception.")

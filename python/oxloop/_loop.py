@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool
+from oxloop._transports import SocketTransport
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -602,6 +603,18 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
     def remove_writer(self, fd: Any) -> bool:
         self._ensure_fd_no_transport(fd)
         return bool(self._remove_writer(fd))
+
+    def _make_socket_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        waiter: asyncio.Future[None] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+    ) -> SocketTransport:
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- not yet implemented: each raises NotImplementedError when awaited ------------
 

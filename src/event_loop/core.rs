@@ -18,6 +18,7 @@ use crate::py::{self, GilCell};
 use crate::reactor::{self, IoEvent, Poller, Registrar};
 use crate::signals::SignalSocket;
 use crate::timers::{self, TimerHeap, TimerId};
+use crate::transports::StreamTransport;
 
 /// Longest single wait in the poller, as asyncio's `MAXIMUM_SELECT_TIMEOUT`.
 pub(super) const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -64,6 +65,10 @@ pub(super) struct State {
     pub(super) clock_override: bool,
     /// A subclass overrides `_run_once()`: `run_forever` calls it for every iteration.
     pub(super) run_once_override: bool,
+    /// Native transports registered with the reactor, by slot (token `SOURCE_TOKEN_BASE + slot`).
+    pub(super) sources: Vec<Option<Py<StreamTransport>>>,
+    /// Free slots of `sources`.
+    pub(super) free_sources: Vec<usize>,
 }
 
 /// The native part of the event loop.
@@ -135,7 +140,7 @@ impl LoopCore {
     }
 
     /// Appends a handle to the ready queue.
-    pub(super) fn push_ready(&self, py: Python<'_>, handle: Py<Handle>) {
+    pub(crate) fn push_ready(&self, py: Python<'_>, handle: Py<Handle>) {
         self.state.borrow_mut(py).ready.push_back(handle);
     }
 
@@ -194,6 +199,71 @@ impl LoopCore {
             debug,
         )?;
         Py::new(py, handle)
+    }
+
+    /// A handle for `callback(*args)` made by native code (a transport's pre-built handles).
+    pub(crate) fn make_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        debug: bool,
+    ) -> PyResult<Py<Handle>> {
+        Self::new_handle(slf, callback, args, None, debug)
+    }
+
+    /// Registers a native transport's fd with the reactor; returns its slot.
+    pub(crate) fn register_source(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        transport: Py<StreamTransport>,
+    ) -> PyResult<usize> {
+        let py = slf.py();
+        let mut st = slf.get().state.borrow_mut(py);
+        let st = &mut *st;
+        let registrar = st.registrar.as_ref().ok_or_else(loop_closed)?;
+        let slot = st.free_sources.pop().unwrap_or(st.sources.len());
+        if let Err(e) = registrar.register_source(fd, mio::Token(reactor::SOURCE_TOKEN_BASE + slot))
+        {
+            if slot < st.sources.len() {
+                st.free_sources.push(slot);
+            }
+            return Err(os_error(e));
+        }
+        if slot == st.sources.len() {
+            st.sources.push(Some(transport));
+        } else {
+            st.sources[slot] = Some(transport);
+        }
+        Ok(slot)
+    }
+
+    /// Undoes `register_source`.
+    pub(crate) fn deregister_source(slf: &Bound<'_, Self>, fd: RawFd, slot: usize) -> PyResult<()> {
+        let py = slf.py();
+        let released = {
+            let mut st = slf.get().state.borrow_mut(py);
+            let st = &mut *st;
+            let result = match st.registrar.as_ref() {
+                Some(r) => r.deregister_source(fd).map_err(os_error),
+                None => Ok(()),
+            };
+            let released = st.sources.get_mut(slot).and_then(Option::take);
+            if released.is_some() {
+                st.free_sources.push(slot);
+            }
+            result.map(|()| released)
+        };
+        // Dropped outside the borrow.
+        drop(released);
+        Ok(())
+    }
+
+    /// The transport registered in `slot`, if any.
+    pub(super) fn source(&self, py: Python<'_>, slot: usize) -> Option<Py<StreamTransport>> {
+        let st = self.state.borrow_mut(py);
+        st.sources
+            .get(slot)
+            .and_then(|t| t.as_ref().map(|t| t.clone_ref(py)))
     }
 
     /// `call_soon` and `call_soon_threadsafe`: the latter skips the thread check and wakes
@@ -306,6 +376,8 @@ impl LoopCore {
                 task_factory: None,
                 clock_override: false,
                 run_once_override: false,
+                sources: Vec::new(),
+                free_sources: Vec::new(),
             }),
             poll: Mutex::new(Some(PollState {
                 poller,
@@ -338,6 +410,9 @@ impl LoopCore {
         for h in st.readers.values().chain(st.writers.values()) {
             visit.call(h)?;
         }
+        for t in st.sources.iter() {
+            visit.call(t)?;
+        }
         visit.call(&st.task_factory)
     }
 
@@ -353,6 +428,7 @@ impl LoopCore {
                     std::mem::take(&mut st.readers),
                     std::mem::take(&mut st.writers),
                     st.task_factory.take(),
+                    std::mem::take(&mut st.sources),
                 ),
             )
         };
@@ -603,10 +679,11 @@ impl LoopCore {
         if self.state.borrow_mut(py).thread_id.is_some() {
             return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
         }
-        let (ready, timers, readers, writers, registrar, signal_socket) = {
+        let (ready, timers, readers, writers, registrar, signal_socket, sources) = {
             let mut st = self.state.borrow_mut(py);
             st.closed = true;
             st.fired.clear();
+            st.free_sources.clear();
             (
                 std::mem::take(&mut st.ready),
                 st.timers.drain(),
@@ -614,11 +691,12 @@ impl LoopCore {
                 std::mem::take(&mut st.writers),
                 st.registrar.take(),
                 st.signal_socket.take(),
+                std::mem::take(&mut st.sources),
             )
         };
         release_handles(py, ready, timers);
         // Dropped outside the borrow: releasing handles can run arbitrary `__del__` code.
-        drop((readers, writers, registrar, signal_socket));
+        drop((readers, writers, registrar, signal_socket, sources));
         let poll = self
             .poll
             .lock()

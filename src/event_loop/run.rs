@@ -12,7 +12,7 @@ use super::core::{LoopCore, PollState, MAX_POLL_TIMEOUT};
 use crate::errors::os_error;
 use crate::handles::{run_handle, Handle};
 use crate::py;
-use crate::reactor::{IoEvent, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::reactor::{IoEvent, SIGNAL_TOKEN, SOURCE_TOKEN_BASE, WAKER_TOKEN};
 use crate::timers;
 
 /// Runs iterations until `stop()` is called or a callback raises `KeyboardInterrupt` /
@@ -157,6 +157,10 @@ fn process_events(
             let mut st = this.state.borrow_mut(py);
             if let Some(sock) = st.signal_socket.as_mut() {
                 sock.drain(signals).map_err(os_error)?;
+            }
+        } else if ev.token.0 >= SOURCE_TOKEN_BASE {
+            if let Some(t) = this.source(py, ev.token.0 - SOURCE_TOKEN_BASE) {
+                t.get().on_ready(py, ev);
             }
         } else {
             let fd = ev.token.0 as std::os::fd::RawFd;

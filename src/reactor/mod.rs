@@ -28,6 +28,10 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Token of the signal wake-up socket.
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 
+/// First token of the sources native transports register; fd watchers use the fd itself as
+/// token, which stays below it.
+pub const SOURCE_TOKEN_BASE: usize = 1 << 32;
+
 /// Interest in an fd: a bit set of [`READ`] and [`WRITE`].
 pub type Interests = u8;
 /// Interest in readability.
@@ -44,6 +48,9 @@ pub struct IoEvent {
     pub readable: bool,
     /// Ready for writing, or hung up / in error (a write will not block).
     pub writable: bool,
+    /// The peer shut down its side, or the fd is in error: reading will not block again
+    /// until it reports that (a stream's end or the error), and no further report comes.
+    pub closed: bool,
 }
 
 /// Waits for readiness. Owned by the thread that runs the loop.
@@ -108,6 +115,7 @@ impl Poller {
                 token: e.token(),
                 readable: e.is_readable() || trouble,
                 writable: e.is_writable() || trouble,
+                closed: e.is_read_closed() || e.is_error(),
             }
         }));
         Ok(())
@@ -129,6 +137,25 @@ impl Registrar {
     pub fn register_token(&self, fd: RawFd, token: Token) -> io::Result<()> {
         self.registry
             .register(&mut SourceFd(&fd), token, Interest::READABLE)
+    }
+
+    /// Registers a native transport's fd for both directions, once for its lifetime: the
+    /// transport reads and writes until the kernel says `EAGAIN`, so edge-triggered reports
+    /// are all it needs and no later `epoll_ctl` call is made for it.
+    pub fn register_source(&self, fd: RawFd, token: Token) -> io::Result<()> {
+        self.registry.register(
+            &mut SourceFd(&fd),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Undoes [`Registrar::register_source`]; an fd already closed has left epoll by itself.
+    pub fn deregister_source(&self, fd: RawFd) -> io::Result<()> {
+        match self.registry.deregister(&mut SourceFd(&fd)) {
+            Err(e) if is_gone(&e) => Ok(()),
+            other => other,
+        }
     }
 
     /// Sets the interests in `fd` to exactly `interests`, registering or deregistering it.
@@ -301,6 +328,31 @@ mod tests {
         r.rearm(fd).expect("rearm after close");
         assert_eq!(r.interests(fd), READ);
         r.set(fd, 0).expect("remove after close");
+    }
+
+    #[test]
+    fn sources_report_each_new_edge_without_rearming() {
+        let (mut p, r) = new().expect("reactor");
+        let (mut a, mut b) = UnixStream::pair().expect("pair");
+        let token = Token(SOURCE_TOKEN_BASE + 7);
+        r.register_source(a.as_raw_fd(), token).expect("register");
+        let ev = poll_once(&mut p, 1000);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].writable && !ev[0].readable);
+        b.write_all(b"x").expect("write");
+        let ev = poll_once(&mut p, 1000);
+        assert!(ev[0].readable && ev[0].token == token);
+        let mut buf = [0u8; 1];
+        a.read_exact(&mut buf).expect("read");
+        // More data after a drain is a new edge: reported with no epoll_ctl in between.
+        b.write_all(b"y").expect("write");
+        assert!(poll_once(&mut p, 1000)[0].readable);
+        r.deregister_source(a.as_raw_fd()).expect("deregister");
+        b.write_all(b"z").expect("write");
+        assert!(poll_once(&mut p, 0).is_empty());
+        drop(a);
+        r.deregister_source(b.as_raw_fd() + 1000)
+            .expect("unknown fd is not an error");
     }
 
     #[test]

@@ -93,6 +93,7 @@ def _count_constructions() -> None:
 # checks what oxloop logs, which signal calls it makes, or what it hands its exception handler.
 MOCK_ALIASES: dict[str, list[str]] = {
     "asyncio.base_events.logger": ["oxloop._loop.logger", "oxloop._helpers.logger"],
+    "asyncio.base_events.socket": ["oxloop._loop.socket"],
     "asyncio.unix_events.signal": ["oxloop._loop.signal"],
     "asyncio.unix_events.sys": ["oxloop._loop.sys"],
     "asyncio.base_events.BaseEventLoop.call_exception_handler": [

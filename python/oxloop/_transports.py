@@ -1,0 +1,254 @@
+"""The Python face of oxloop's native socket transports.
+
+`SocketTransport` is what protocols receive: an `asyncio.Transport` (through asyncio's
+`_FlowControlMixin`, which asyncio's sendfile fallback and other code check for), whose
+per-message work is done by the native `StreamTransport` it owns. What runs once per
+connection or per error lives here and follows asyncio's `_SelectorSocketTransport` on the
+running interpreter: `connection_lost` and closing the socket, the exception handler's
+context, debug logging, the `Server` bookkeeping, `sendfile` support.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import warnings
+from asyncio import base_events, constants, futures, protocols, transports, trsock
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from oxloop._helpers import base_logger
+from oxloop._oxloop import StreamTransport
+
+# Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
+_SERVER_TRACKS_TRANSPORTS = (
+    len(inspect.signature(base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
+)
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    # Small writes go out without waiting for the peer's ACK, as on asyncio's loop.
+    base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+
+
+class SocketTransport(transports._FlowControlMixin):
+    """A TCP or Unix stream socket transport."""
+
+    __slots__ = ("_core", "_sock", "_sock_fd", "_server", "_protocol_connected", "__weakref__")
+
+    # Capabilities asyncio's start_tls() and sendfile() look for.
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: protocols.BaseProtocol,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+    ) -> None:
+        self._extra = {} if extra is None else dict(extra)
+        self._loop = loop
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock: socket.socket | None = sock
+        self._sock_fd = sock.fileno()
+        self._server = server
+        self._protocol_connected = True
+        self._core = StreamTransport.open(
+            loop, self._sock_fd, self, protocol, isinstance(protocol, protocols.BufferedProtocol)
+        )
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts only once connection_made() has run.
+        loop.call_soon(self._core.start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            info.append("read=polling" if self._core.is_reading() else "read=idle")
+            bufsize = self._core.get_write_buffer_size()
+            info.append(f"write=<{'polling' if bufsize else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            sock.close()
+            self._sock = None
+            self._detach_server()
+
+    # -- the Transport API --------------------------------------------------------------
+
+    def write(self, data: Any) -> None:
+        self._core.write(data)
+
+    def writelines(self, list_of_data: Iterable[Any]) -> None:
+        self._core.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.force_close(None)
+
+    def is_closing(self) -> bool:
+        return bool(self._core.is_closing())
+
+    def is_reading(self) -> bool:
+        return bool(self._core.is_reading())
+
+    def pause_reading(self) -> None:
+        if self._core.pause_reading() and self._loop.get_debug():
+            base_logger().debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._core.resume_reading() and self._loop.get_debug():
+            base_logger().debug("%r resumes reading", self)
+
+    def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
+        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+        self._protocol_connected = True
+
+    def get_protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._core.get_write_buffer_size())
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core.set_write_buffer_limits(high, low)
+
+    # asyncio code reads these attributes of _FlowControlMixin transports.
+    @property
+    def _protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return bool(self._core.protocol_paused)
+
+    @property
+    def _high_water(self) -> int:
+        return int(self._core.get_write_buffer_limits()[1])
+
+    @property
+    def _low_water(self) -> int:
+        return int(self._core.get_write_buffer_limits()[0])
+
+    # -- per connection and per error, called by the native engine ------------------------
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                base_logger().debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._core.get_protocol(),
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        self._core.force_close(exc)
+
+    def _report_protocol_failure(self, message: str, exc: BaseException) -> None:
+        self._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._core.get_protocol(),
+            }
+        )
+
+    def _log_eof(self) -> None:
+        if self._loop.get_debug():
+            base_logger().debug("%r received EOF", self)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        protocol = self._core.get_protocol()
+        try:
+            if self._protocol_connected and protocol is not None:
+                protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._loop = None
+            self._detach_server()
+
+    def _detach_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._detach(self)
+            else:
+                server._detach()
+
+    # -- loop.sendfile() on this transport (asyncio's _sendfile_native) --------------------
+
+    def _make_empty_waiter(self) -> Any:
+        if self._core.has_empty_waiter():
+            raise RuntimeError("Empty waiter is already set")
+        waiter = self._loop.create_future()
+        # Once the output queued before sendfile is out, the socket is handed to
+        # sock_sendfile(), which watches it with add_writer(): the native registration steps
+        # aside until _reset_empty_waiter(). Added before anyone awaits the waiter, this
+        # callback runs before they resume.
+        if self._core.get_write_buffer_size() == 0:
+            waiter.set_result(None)
+            self._core.suspend_reactor()
+        else:
+            waiter.add_done_callback(lambda _: self._core.suspend_reactor())
+        self._core.set_empty_waiter(waiter)
+        return waiter
+
+    def _reset_empty_waiter(self) -> None:
+        self._core.set_empty_waiter(None)
+        self._core.resume_reactor()

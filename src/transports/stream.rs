@@ -1,0 +1,942 @@
+//! `StreamTransport`: the native engine of oxloop's socket transports.
+//!
+//! The Python face (`oxloop._transports.SocketTransport`, an `asyncio.Transport`) owns one and
+//! delegates to it; what runs per message lives here: reading into the protocol, writing with
+//! an immediate `send` and a gathering `sendmsg` for what the kernel did not take, and flow
+//! control. What runs once per connection or per error (`connection_lost`, the exception
+//! handler, logging) stays with the face, written after asyncio's `_SelectorSocketTransport`.
+//!
+//! The socket is registered with the reactor once, for both directions, edge-triggered. A
+//! readiness report queues the transport's own pre-built read or write handle on the loop's
+//! ready queue, so the protocol is called in the same order relative to other callbacks as on
+//! asyncio's loop, and no Python object is made per event. A read that fills the buffer is
+//! followed by another in the next iteration; a shorter one drained the socket, and new data
+//! will bring a new report.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError};
+
+use super::sys;
+use crate::buffers::WriteQueue;
+use crate::errors::os_error;
+use crate::event_loop::LoopCore;
+use crate::handles::Handle;
+use crate::py::GilCell;
+use crate::reactor::IoEvent;
+
+/// Most bytes read at once, as asyncio's `max_size`.
+const MAX_READ: usize = 256 * 1024;
+/// Writes after the connection was lost are counted; from this many on each is logged, as
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    /// The buffer reads land in before becoming a `bytes` object: one per loop thread, since
+    /// a loop reads one socket at a time.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+/// A `bytes` object queued for writing, with its data pointer taken once.
+pub struct BytesChunk {
+    /// Keeps the data alive; `bytes` is immutable, so the pointer stays valid.
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is only a view into `_obj`'s immutable buffer, which lives as long as the
+// chunk; `Py<PyBytes>` itself is `Send`.
+unsafe impl Send for BytesChunk {}
+
+impl BytesChunk {
+    fn new(obj: Bound<'_, PyBytes>) -> Self {
+        let data = obj.as_bytes();
+        BytesChunk {
+            ptr: data.as_ptr(),
+            len: data.len(),
+            _obj: obj.unbind(),
+        }
+    }
+}
+
+impl AsRef<[u8]> for BytesChunk {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe the buffer of the `bytes` object this chunk keeps alive,
+        // and `bytes` objects never change their contents.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Mutable state of a transport.
+struct StreamState {
+    /// The loop; `None` once detached.
+    loop_: Option<Py<LoopCore>>,
+    /// Slot in the loop's source table while registered with the reactor.
+    slot: Option<usize>,
+    /// The Python face handed to the protocol.
+    face: Option<Py<PyAny>>,
+    /// The protocol; `None` once detached.
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is an `asyncio.BufferedProtocol`: reads go into its buffer.
+    buffered: bool,
+    /// Pre-built handles queued on readiness; their callbacks are this object's methods.
+    read_handle: Option<Py<Handle>>,
+    write_handle: Option<Py<Handle>>,
+    /// The read / write handle is on the ready queue.
+    read_queued: bool,
+    write_queued: bool,
+    /// Reading began (after `connection_made`) and has not stopped for good.
+    reading: bool,
+    /// `pause_reading()` is in effect.
+    paused: bool,
+    /// The reactor reported the peer's end of stream (or an error): a short read did not
+    /// drain the socket, its end is still to be read, and no new report will say so.
+    read_closed: bool,
+    /// `close()` or a fatal error: no more reading, pending output is still written on close.
+    closing: bool,
+    /// Set when `connection_lost` is scheduled; then counts writes attempted after that.
+    conn_lost: u32,
+    /// `write_eof()` was called.
+    eof: bool,
+    /// `pause_writing()` was called and `resume_writing()` not yet.
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    /// Output the kernel has not taken yet.
+    wbuf: WriteQueue<BytesChunk>,
+    /// `sendfile` waits on this future for the buffer to drain.
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+/// The native engine of a socket transport.
+#[pyclass(module = "oxloop._oxloop", frozen)]
+pub struct StreamTransport {
+    /// The socket's file descriptor (owned by the Python socket object).
+    fd: RawFd,
+    state: GilCell<StreamState>,
+}
+
+fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+impl StreamTransport {
+    /// Queued when the reactor reports the socket ready.
+    pub(crate) fn on_ready(&self, py: Python<'_>, ev: &IoEvent) {
+        let (readable, writable) = (ev.readable, ev.writable);
+        let (read, write, core) = {
+            let mut st = self.state.borrow_mut(py);
+            st.read_closed |= ev.closed;
+            let read = readable && st.reading && !st.paused && !st.read_queued;
+            let write = writable && !st.wbuf.is_empty() && !st.write_queued;
+            st.read_queued |= read;
+            st.write_queued |= write;
+            let read = if read {
+                st.read_handle.as_ref().map(|h| h.clone_ref(py))
+            } else {
+                None
+            };
+            let write = if write {
+                st.write_handle.as_ref().map(|h| h.clone_ref(py))
+            } else {
+                None
+            };
+            (read, write, st.loop_.as_ref().map(|l| l.clone_ref(py)))
+        };
+        if let Some(core) = core {
+            let core = core.get();
+            if let Some(h) = read {
+                core.push_ready(py, h);
+            }
+            if let Some(h) = write {
+                core.push_ready(py, h);
+            }
+        }
+    }
+
+    fn queue_read(&self, py: Python<'_>) {
+        let (handle, core) = {
+            let mut st = self.state.borrow_mut(py);
+            if st.read_queued || !st.reading || st.paused {
+                return;
+            }
+            st.read_queued = true;
+            (
+                st.read_handle.as_ref().map(|h| h.clone_ref(py)),
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let (Some(h), Some(core)) = (handle, core) {
+            core.get().push_ready(py, h);
+        }
+    }
+
+    fn queue_write(&self, py: Python<'_>) {
+        let (handle, core) = {
+            let mut st = self.state.borrow_mut(py);
+            if st.write_queued {
+                return;
+            }
+            st.write_queued = true;
+            (
+                st.write_handle.as_ref().map(|h| h.clone_ref(py)),
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let (Some(h), Some(core)) = (handle, core) {
+            core.get().push_ready(py, h);
+        }
+    }
+
+    fn face(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .face
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+    }
+
+    /// asyncio's `_fatal_error`: reported by the face (exception handler or debug log), which
+    /// then force-closes.
+    fn fatal(&self, py: Python<'_>, err: PyErr, message: &str) -> PyResult<()> {
+        if is_exit(&err, py) {
+            return Err(err);
+        }
+        match self.face(py) {
+            Some(face) => face
+                .bind(py)
+                .call_method1(intern!(py, "_fatal_error"), (err.into_value(py), message))
+                .map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls a protocol method; failures other than exits go to `fatal` with `message`.
+    fn call_protocol<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, pyo3::types::PyString>,
+        args: impl pyo3::call::PyCallArgs<'py>,
+        message: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(protocol) = self.protocol(py) else {
+            return Ok(None);
+        };
+        match protocol.bind(py).call_method1(name, args) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => self.fatal(py, e, message).map(|()| None),
+        }
+    }
+
+    fn read_data(&self, py: Python<'_>) -> PyResult<()> {
+        let got = READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            sys::recv(self.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
+        });
+        let (n, data) = match got {
+            Ok(v) => v,
+            Err(e) if sys::would_block(&e) => return Ok(()),
+            Err(e) => return self.fatal(py, os_error(e), "Fatal read error on socket transport"),
+        };
+        if n == 0 {
+            return self.read_eof(py);
+        }
+        if n == MAX_READ || self.state.borrow_mut(py).read_closed {
+            // The socket may hold more (or its end): read again next iteration, as a
+            // level-triggered poller would report it again.
+            self.queue_read(py);
+        }
+        self.call_protocol(
+            py,
+            intern!(py, "data_received"),
+            (data,),
+            "Fatal error: protocol.data_received() call failed.",
+        )
+        .map(drop)
+    }
+
+    fn read_into_buffer(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(buf) = self.call_protocol(
+            py,
+            intern!(py, "get_buffer"),
+            (-1,),
+            "Fatal error: protocol.get_buffer() call failed.",
+        )?
+        else {
+            return Ok(());
+        };
+        let view = match PyMemoryView::from(&buf).and_then(|v| writable_bytes(&v).map(|n| (v, n))) {
+            Ok(v) => v,
+            Err(e) => return self.fatal(py, e, "Fatal error: protocol.get_buffer() call failed."),
+        };
+        let (view, (ptr, len)) = view;
+        // SAFETY: `view` exports the protocol's buffer as writable, C-contiguous memory of `len`
+        // bytes and stays alive (holding the export) until after the read.
+        let slice = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let got = sys::recv(self.fd, slice);
+        let _ = view.call_method0(intern!(py, "release"));
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if sys::would_block(&e) => return Ok(()),
+            Err(e) => return self.fatal(py, os_error(e), "Fatal read error on socket transport"),
+        };
+        if n == 0 {
+            return self.read_eof(py);
+        }
+        if n == len || self.state.borrow_mut(py).read_closed {
+            self.queue_read(py);
+        }
+        self.call_protocol(
+            py,
+            intern!(py, "buffer_updated"),
+            (n,),
+            "Fatal error: protocol.buffer_updated() call failed.",
+        )
+        .map(drop)
+    }
+
+    /// asyncio's `_read_ready__on_eof`.
+    fn read_eof(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(face) = self.face(py) {
+            face.bind(py).call_method0(intern!(py, "_log_eof"))?;
+        }
+        let Some(keep_open) = self.call_protocol(
+            py,
+            intern!(py, "eof_received"),
+            (),
+            "Fatal error: protocol.eof_received() call failed.",
+        )?
+        else {
+            return Ok(());
+        };
+        if keep_open.is_truthy()? {
+            // The protocol may still write; nothing more can be read.
+            self.state.borrow_mut(py).reading = false;
+            Ok(())
+        } else {
+            self.do_close(py)
+        }
+    }
+
+    /// Writes what is queued; the kernel may take part of it.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let sent = {
+            let st = self.state.borrow_mut(py);
+            if st.conn_lost > 0 || st.wbuf.is_empty() {
+                return Ok(());
+            }
+            let slices = st.wbuf.slices();
+            let offered: usize = slices.iter().map(|s| s.len()).sum();
+            sys::send_vectored(self.fd, &slices).map(|n| (n, offered))
+        };
+        let (n, offered) = match sent {
+            Ok(v) => v,
+            Err(e) if sys::would_block(&e) => return Ok(()),
+            Err(e) => {
+                let (chunks, waiter) = {
+                    let mut st = self.state.borrow_mut(py);
+                    (
+                        st.wbuf.clear(),
+                        st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                    )
+                };
+                drop(chunks);
+                let err = os_error(e);
+                let exc = err.value(py).clone().unbind();
+                self.fatal(py, err, "Fatal write error on socket transport")?;
+                if let Some(w) = waiter {
+                    w.bind(py)
+                        .call_method1(intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+        };
+        let more = {
+            let mut st = self.state.borrow_mut(py);
+            st.wbuf.consume(n);
+            n == offered && !st.wbuf.is_empty()
+        };
+        self.maybe_resume_protocol(py)?;
+        if more {
+            // Everything offered was taken but the queue had more slices than one call
+            // carries: go on in the next iteration.
+            self.queue_write(py);
+            return Ok(());
+        }
+        let (empty, closing, eof, waiter) = {
+            let st = self.state.borrow_mut(py);
+            let empty = st.wbuf.is_empty();
+            let waiter = if empty {
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py))
+            } else {
+                None
+            };
+            (empty, st.closing, st.eof, waiter)
+        };
+        if !empty {
+            return Ok(());
+        }
+        if let Some(w) = waiter {
+            w.bind(py)
+                .call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        if closing {
+            self.schedule_connection_lost(py, None, true)
+        } else if eof {
+            sys::shutdown_write(self.fd).map_err(os_error)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.state.borrow_mut(py);
+            if st.wbuf.len() <= st.high_water || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+        }
+        self.flow_control_call(
+            py,
+            intern!(py, "pause_writing"),
+            "protocol.pause_writing() failed",
+        )
+    }
+
+    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.state.borrow_mut(py);
+            if !st.protocol_paused || st.wbuf.len() > st.low_water {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+        }
+        self.flow_control_call(
+            py,
+            intern!(py, "resume_writing"),
+            "protocol.resume_writing() failed",
+        )
+    }
+
+    fn flow_control_call(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, pyo3::types::PyString>,
+        message: &str,
+    ) -> PyResult<()> {
+        let Some(protocol) = self.protocol(py) else {
+            return Ok(());
+        };
+        if let Err(e) = protocol.bind(py).call_method0(name) {
+            if is_exit(&e, py) {
+                return Err(e);
+            }
+            if let Some(face) = self.face(py) {
+                face.bind(py).call_method1(
+                    intern!(py, "_report_protocol_failure"),
+                    (message, e.into_value(py)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// asyncio's `close()`.
+    fn do_close(&self, py: Python<'_>) -> PyResult<()> {
+        let lost_now = {
+            let mut st = self.state.borrow_mut(py);
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            st.reading = false;
+            st.wbuf.is_empty()
+        };
+        if lost_now {
+            self.schedule_connection_lost(py, None, false)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the loss and runs the face's `_call_connection_lost(exc)`: now, or (`soon`)
+    /// from the ready queue as asyncio's `call_soon` does.
+    fn schedule_connection_lost(
+        &self,
+        py: Python<'_>,
+        exc: Option<Py<PyAny>>,
+        now: bool,
+    ) -> PyResult<()> {
+        let (face, loop_) = {
+            let mut st = self.state.borrow_mut(py);
+            if !now {
+                st.conn_lost += 1;
+            }
+            (
+                st.face.as_ref().map(|f| f.clone_ref(py)),
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        let (Some(face), Some(loop_)) = (face, loop_) else {
+            return Ok(());
+        };
+        let callback = face
+            .bind(py)
+            .getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.unwrap_or_else(|| py.None());
+        if now {
+            callback.call1((exc,)).map(drop)
+        } else {
+            loop_
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (callback, exc))
+                .map(drop)
+        }
+    }
+
+    fn to_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        if let Ok(b) = data.cast::<PyBytes>() {
+            return Ok(b.clone());
+        }
+        if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+            let py = data.py();
+            let bytes = py.get_type::<PyBytes>().call1((data,))?;
+            return Ok(bytes.cast_into::<PyBytes>()?);
+        }
+        Err(PyTypeError::new_err(format!(
+            "data argument must be a bytes-like object, not {:?}",
+            data.get_type().name()?.to_string()
+        )))
+    }
+
+    /// One write: straight to the kernel when nothing is queued, else behind the queue.
+    fn write_one(&self, py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<()> {
+        let queued_before = !self.state.borrow_mut(py).wbuf.is_empty();
+        if queued_before {
+            self.state.borrow_mut(py).wbuf.push(BytesChunk::new(data));
+        } else {
+            let sent = match sys::send(self.fd, data.as_bytes()) {
+                Ok(n) => n,
+                Err(e) if sys::would_block(&e) => 0,
+                Err(e) => {
+                    return self.fatal(py, os_error(e), "Fatal write error on socket transport")
+                }
+            };
+            if sent == data.as_bytes().len() {
+                return Ok(());
+            }
+            self.state
+                .borrow_mut(py)
+                .wbuf
+                .push_rest(BytesChunk::new(data), sent);
+        }
+        self.maybe_pause_protocol(py)
+    }
+
+    /// The checks asyncio's `write()` makes before touching the socket; `Ok(false)` when the
+    /// write is to be dropped (connection lost: counted and logged instead).
+    fn check_writable(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
+        let log = {
+            let mut st = self.state.borrow_mut(py);
+            if st.eof {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Cannot call {what}() after write_eof()"
+                )));
+            }
+            if st.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(format!(
+                    "unable to {what}; sendfile is in progress"
+                )));
+            }
+            if st.conn_lost == 0 {
+                return Ok(true);
+            }
+            let log = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+            st.conn_lost += 1;
+            log
+        };
+        if log {
+            crate::py::call_helper(py, "log_send_after_close", ())?;
+        }
+        Ok(false)
+    }
+}
+
+/// The writable, contiguous memory behind a memoryview, as a pointer and a length.
+fn writable_bytes(view: &Bound<'_, PyMemoryView>) -> PyResult<(*mut u8, usize)> {
+    let py = view.py();
+    if view.getattr(intern!(py, "readonly"))?.is_truthy()? {
+        return Err(PyTypeError::new_err(
+            "get_buffer() returned a read-only buffer",
+        ));
+    }
+    let len: usize = view.getattr(intern!(py, "nbytes"))?.extract()?;
+    if len == 0 {
+        return Err(PyRuntimeError::new_err(
+            "get_buffer() returned an empty buffer",
+        ));
+    }
+    if !view.getattr(intern!(py, "c_contiguous"))?.is_truthy()? {
+        return Err(PyTypeError::new_err(
+            "get_buffer() returned a non-contiguous buffer",
+        ));
+    }
+    let buffer = pyo3::buffer::PyBuffer::<u8>::get(view.as_any()).or_else(|_| {
+        let cast = view.call_method1(intern!(py, "cast"), ("B",))?;
+        pyo3::buffer::PyBuffer::<u8>::get(&cast)
+    })?;
+    Ok((buffer.buf_ptr() as *mut u8, len))
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// Registers `fd` with `loop` for a transport whose Python face is `face`. Reading starts
+    /// with `start_reading()`, which the face schedules after `connection_made`.
+    #[staticmethod]
+    fn open(
+        py: Python<'_>,
+        loop_: &Bound<'_, LoopCore>,
+        fd: RawFd,
+        face: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        buffered: bool,
+    ) -> PyResult<Py<StreamTransport>> {
+        let transport = Py::new(
+            py,
+            StreamTransport {
+                fd,
+                state: GilCell::new(StreamState {
+                    loop_: Some(loop_.clone().unbind()),
+                    slot: None,
+                    face: Some(face.unbind()),
+                    protocol: Some(protocol.unbind()),
+                    buffered,
+                    read_handle: None,
+                    write_handle: None,
+                    read_queued: false,
+                    write_queued: false,
+                    reading: false,
+                    paused: false,
+                    read_closed: false,
+                    closing: false,
+                    conn_lost: 0,
+                    eof: false,
+                    protocol_paused: false,
+                    high_water: 64 * 1024,
+                    low_water: 16 * 1024,
+                    wbuf: WriteQueue::new(),
+                    empty_waiter: None,
+                }),
+            },
+        )?;
+        let bound = transport.bind(py);
+        let empty = PyTuple::empty(py);
+        let debug = loop_.get().debug(py);
+        let read = LoopCore::make_handle(
+            loop_,
+            bound.getattr(intern!(py, "_read_ready"))?,
+            empty.clone(),
+            debug,
+        )?;
+        let write = LoopCore::make_handle(
+            loop_,
+            bound.getattr(intern!(py, "_write_ready"))?,
+            empty,
+            debug,
+        )?;
+        let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
+        {
+            let mut st = transport.get().state.borrow_mut(py);
+            st.read_handle = Some(read);
+            st.write_handle = Some(write);
+            st.slot = Some(slot);
+        }
+        Ok(transport)
+    }
+
+    /// Called once `connection_made` ran.
+    fn start_reading(&self, py: Python<'_>) {
+        {
+            let mut st = self.state.borrow_mut(py);
+            if st.closing || st.loop_.is_none() {
+                return;
+            }
+            st.reading = true;
+        }
+        self.queue_read(py);
+    }
+
+    fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        let buffered = {
+            let mut st = self.state.borrow_mut(py);
+            st.read_queued = false;
+            if st.conn_lost > 0 || !st.reading || st.paused {
+                return Ok(());
+            }
+            st.buffered
+        };
+        if buffered {
+            self.read_into_buffer(py)
+        } else {
+            self.read_data(py)
+        }
+    }
+
+    fn _write_ready(&self, py: Python<'_>) -> PyResult<()> {
+        self.state.borrow_mut(py).write_queued = false;
+        self.flush(py)
+    }
+
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = Self::to_bytes(data)?;
+        if data.as_bytes().is_empty() && !self.state.borrow_mut(py).eof {
+            return self.check_writable(py, "write").map(drop);
+        }
+        if !self.check_writable(py, "write")? {
+            return Ok(());
+        }
+        self.write_one(py, data)
+    }
+
+    fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut chunks = Vec::new();
+        for item in list_of_data.try_iter()? {
+            chunks.push(Self::to_bytes(&item?)?);
+        }
+        if !self.check_writable(py, "writelines")? {
+            return Ok(());
+        }
+        let was_empty = self.state.borrow_mut(py).wbuf.is_empty();
+        {
+            let mut st = self.state.borrow_mut(py);
+            for c in chunks {
+                st.wbuf.push(BytesChunk::new(c));
+            }
+        }
+        if was_empty {
+            self.flush(py)?;
+        }
+        self.maybe_pause_protocol(py)
+    }
+
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let shutdown_now = {
+            let mut st = self.state.borrow_mut(py);
+            if st.closing || st.eof {
+                return Ok(());
+            }
+            st.eof = true;
+            st.wbuf.is_empty()
+        };
+        if shutdown_now {
+            sys::shutdown_write(self.fd).map_err(os_error)?;
+        }
+        Ok(())
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.do_close(py)
+    }
+
+    /// asyncio's `_force_close(exc)`: drops pending output and schedules `connection_lost`.
+    fn force_close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        let released = {
+            let mut st = self.state.borrow_mut(py);
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            st.closing = true;
+            st.reading = false;
+            st.wbuf.clear()
+        };
+        drop(released);
+        self.schedule_connection_lost(py, exc, false)
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).closing
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let st = self.state.borrow_mut(py);
+        !st.closing && !st.paused
+    }
+
+    /// Returns whether reading was paused by this call.
+    fn pause_reading(&self, py: Python<'_>) -> bool {
+        let mut st = self.state.borrow_mut(py);
+        if st.closing || st.paused {
+            return false;
+        }
+        st.paused = true;
+        true
+    }
+
+    /// Returns whether reading was resumed by this call.
+    fn resume_reading(&self, py: Python<'_>) -> bool {
+        {
+            let mut st = self.state.borrow_mut(py);
+            if st.closing || !st.paused {
+                return false;
+            }
+            st.paused = false;
+        }
+        // Data that arrived while paused brought its report then; look again.
+        self.queue_read(py);
+        true
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).wbuf.len()
+    }
+
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let st = self.state.borrow_mut(py);
+        (st.low_water, st.high_water)
+    }
+
+    fn set_write_buffer_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
+        {
+            let mut st = self.state.borrow_mut(py);
+            st.high_water = high;
+            st.low_water = low;
+        }
+        self.maybe_pause_protocol(py)
+    }
+
+    #[getter]
+    fn protocol_paused(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).protocol_paused
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) {
+        let old = {
+            let mut st = self.state.borrow_mut(py);
+            st.buffered = buffered;
+            st.protocol.replace(protocol)
+        };
+        drop(old);
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol(py)
+    }
+
+    fn set_empty_waiter(&self, py: Python<'_>, waiter: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.state.borrow_mut(py).empty_waiter, waiter);
+        drop(old);
+    }
+
+    fn has_empty_waiter(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).empty_waiter.is_some()
+    }
+
+    /// Leaves the reactor while `sock_sendfile` watches the socket with `add_writer`.
+    fn suspend_reactor(&self, py: Python<'_>) -> PyResult<()> {
+        let (loop_, slot) = {
+            let mut st = self.state.borrow_mut(py);
+            (st.loop_.as_ref().map(|l| l.clone_ref(py)), st.slot.take())
+        };
+        match (loop_, slot) {
+            (Some(loop_), Some(slot)) => LoopCore::deregister_source(loop_.bind(py), self.fd, slot),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers again after `suspend_reactor`.
+    fn resume_reactor(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let loop_ = {
+            let st = this.state.borrow_mut(py);
+            if st.slot.is_some() || st.conn_lost > 0 {
+                return Ok(());
+            }
+            st.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
+        let Some(loop_) = loop_ else {
+            return Ok(());
+        };
+        let slot = LoopCore::register_source(loop_.bind(py), this.fd, slf.clone().unbind())?;
+        this.state.borrow_mut(py).slot = Some(slot);
+        // Reports that came while suspended went to the fd watcher: look again.
+        this.queue_read(py);
+        if !this.state.borrow_mut(py).wbuf.is_empty() {
+            this.queue_write(py);
+        }
+        Ok(())
+    }
+
+    /// Leaves the reactor and lets go of the loop, the protocol and the face (after
+    /// `connection_lost`, before the socket is closed).
+    fn detach(&self, py: Python<'_>) -> PyResult<()> {
+        let released = {
+            let mut st = self.state.borrow_mut(py);
+            let st = &mut *st;
+            st.reading = false;
+            (
+                st.loop_.take(),
+                st.slot.take(),
+                st.face.take(),
+                st.protocol.take(),
+                st.read_handle.take(),
+                st.write_handle.take(),
+                st.wbuf.clear(),
+                st.empty_waiter.take(),
+            )
+        };
+        let result = match (&released.0, released.1) {
+            (Some(loop_), Some(slot)) => LoopCore::deregister_source(loop_.bind(py), self.fd, slot),
+            _ => Ok(()),
+        };
+        drop(released);
+        result
+    }
+
+    #[getter]
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.state.try_borrow_for_gc() else {
+            return Ok(());
+        };
+        visit.call(&st.loop_)?;
+        visit.call(&st.face)?;
+        visit.call(&st.protocol)?;
+        visit.call(&st.read_handle)?;
+        visit.call(&st.write_handle)?;
+        visit.call(&st.empty_waiter)
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let released = {
+            let Some(mut st) = self.state.try_borrow_mut(py) else {
+                return;
+            };
+            (
+                st.face.take(),
+                st.protocol.take(),
+                st.read_handle.take(),
+                st.write_handle.take(),
+                st.empty_waiter.take(),
+            )
+        };
+        drop(released);
+    }
+}
