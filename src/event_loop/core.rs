@@ -45,8 +45,6 @@ pub(super) struct State {
     pub(super) readers: HashMap<RawFd, Py<Handle>>,
     /// `add_writer` callbacks by fd.
     pub(super) writers: HashMap<RawFd, Py<Handle>>,
-    /// Fds reported ready in the last iteration, re-armed before the next wait.
-    pub(super) fired: Vec<RawFd>,
     /// The signal wake-up socket.
     pub(super) signal_socket: Option<SignalSocket>,
     /// `stop()` was called: finish this iteration, then return from `run_forever`.
@@ -366,7 +364,6 @@ impl LoopCore {
                 registrar: Some(registrar),
                 readers: HashMap::new(),
                 writers: HashMap::new(),
-                fired: Vec::new(),
                 signal_socket: Some(signal_socket),
                 stopping: false,
                 closed: false,
@@ -682,7 +679,6 @@ impl LoopCore {
         let (ready, timers, readers, writers, registrar, signal_socket, sources) = {
             let mut st = self.state.borrow_mut(py);
             st.closed = true;
-            st.fired.clear();
             st.free_sources.clear();
             (
                 std::mem::take(&mut st.ready),

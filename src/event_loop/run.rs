@@ -77,7 +77,6 @@ fn poll_timeout(slf: &Bound<'_, LoopCore>) -> PyResult<Option<Duration>> {
 pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
-    rearm_fired(this, py)?;
     let mut timeout = poll_timeout(slf)?;
     if let Some(cap) = max_wait {
         let cap = Duration::from_secs_f64(cap.clamp(0.0, MAX_POLL_TIMEOUT));
@@ -127,22 +126,6 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyRe
     run_ready(slf)
 }
 
-/// Re-arms the fds reported last iteration, now that their callbacks have run, so that any
-/// still ready are reported again (level-triggered semantics).
-fn rearm_fired(this: &LoopCore, py: Python<'_>) -> PyResult<()> {
-    let mut st = this.state.borrow_mut(py);
-    if st.fired.is_empty() {
-        return Ok(());
-    }
-    let st = &mut *st;
-    if let Some(registrar) = st.registrar.as_mut() {
-        for fd in st.fired.drain(..) {
-            registrar.rearm(fd).map_err(os_error)?;
-        }
-    }
-    Ok(())
-}
-
 fn process_events(
     slf: &Bound<'_, LoopCore>,
     events: &[IoEvent],
@@ -165,8 +148,7 @@ fn process_events(
         } else {
             let fd = ev.token.0 as std::os::fd::RawFd;
             let (reader, writer) = {
-                let mut st = this.state.borrow_mut(py);
-                st.fired.push(fd);
+                let st = this.state.borrow_mut(py);
                 let reader = if ev.readable {
                     st.readers.get(&fd).map(|h| h.clone_ref(py))
                 } else {

@@ -1,12 +1,11 @@
-//! The I/O reactor: readiness of file descriptors, built on mio (epoll on Linux, kqueue on BSDs).
+//! The I/O reactor: readiness of file descriptors, built on mio (epoll on Linux).
 //!
-//! mio is edge-triggered, while asyncio's `add_reader`/`add_writer` are level-triggered: a
-//! callback runs again on the next iteration for as long as its fd stays ready. The reactor
-//! bridges the two by re-arming (`EPOLL_CTL_MOD`) every fd that fired once the callbacks of that
-//! iteration have run: re-arming re-evaluates readiness, so an fd that is still ready is
-//! reported again, and one the callback drained is not. Re-arming only after the callbacks ran
-//! keeps a drained fd from being reported a second time, which would wake a callback that then
-//! blocks in a read.
+//! Two kinds of registration share one epoll instance. asyncio's `add_reader`/`add_writer`
+//! are level-triggered (a callback runs again on the next iteration for as long as its fd stays
+//! ready), so fd watchers are registered level-triggered, with `epoll_ctl` called directly: mio
+//! only registers edge-triggered, and emulating levels on edges costs an `EPOLL_CTL_MOD` per
+//! report. Native transports read and write until the kernel says `EAGAIN` and register their
+//! fd once, edge-triggered, through mio ([`Registrar::register_source`]).
 //!
 //! The reactor is split in two: the [`Poller`], which owns the `epoll` instance and is only
 //! touched by the thread running the loop (it waits without the GIL), and the [`Registrar`],
@@ -16,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,15 +88,6 @@ pub fn new() -> io::Result<(Poller, Registrar)> {
     ))
 }
 
-fn mio_interest(interests: Interests) -> Option<Interest> {
-    match interests & (READ | WRITE) {
-        READ => Some(Interest::READABLE),
-        WRITE => Some(Interest::WRITABLE),
-        0 => None,
-        _ => Some(Interest::READABLE | Interest::WRITABLE),
-    }
-}
-
 fn fd_token(fd: RawFd) -> Token {
     Token(fd as usize)
 }
@@ -161,74 +151,60 @@ impl Registrar {
     /// Sets the interests in `fd` to exactly `interests`, registering or deregistering it.
     pub fn set(&mut self, fd: RawFd, interests: Interests) -> io::Result<()> {
         let current = self.interests(fd);
-        match (current, mio_interest(interests)) {
-            (0, None) => Ok(()),
-            (_, None) => {
-                self.interests.remove(&fd);
-                match self.registry.deregister(&mut SourceFd(&fd)) {
-                    // The fd was closed (and so left epoll) before it was removed from the
-                    // loop, or was replaced by another file: nothing is left to undo.
-                    Err(e) if is_gone(&e) => Ok(()),
-                    other => other,
-                }
-            }
-            (0, Some(interest)) => {
-                self.add(fd, interest)?;
-                self.interests.insert(fd, interests);
-                Ok(())
-            }
-            (_, Some(interest)) => {
-                self.modify(fd, interest)?;
-                self.interests.insert(fd, interests);
-                Ok(())
-            }
-        }
-    }
-
-    /// Re-arms `fd` so that it is reported again if it is still ready (level-triggered
-    /// behaviour on an edge-triggered poller).
-    ///
-    /// An fd closed by its own callback (without being removed first) has left epoll with its
-    /// last reference; it is skipped, and its stale entry waits for `remove_*` as in asyncio.
-    pub fn rearm(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some(interest) = self.interests.get(&fd).copied().and_then(mio_interest) else {
+        let wanted = interests & (READ | WRITE);
+        if wanted == current {
             return Ok(());
+        }
+        if wanted == 0 {
+            self.interests.remove(&fd);
+            return match self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, 0) {
+                // The fd was closed (and so left epoll) before it was removed from the loop,
+                // or was replaced by another file: nothing is left to undo.
+                Err(e) if is_gone(&e) => Ok(()),
+                other => other,
+            };
+        }
+        let (first, fallback) = if current == 0 {
+            (libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD)
+        } else {
+            (libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD)
         };
-        match self
-            .registry
-            .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
-        {
-            Err(e) if is_gone(&e) => Ok(()),
-            other => other,
-        }
-    }
-
-    fn add(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        match self
-            .registry
-            .register(&mut SourceFd(&fd), fd_token(fd), interest)
-        {
-            // A previous file with this number was closed without being removed, and this
-            // number was reused by a file that epoll still tracks under the old registration.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.registry
-                    .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
+        match self.epoll_ctl(first, fd, wanted) {
+            // ADD: a previous file with this number was closed without being removed while
+            // another reference kept it in epoll. MOD: closing the fd removed it from epoll,
+            // and a new file may have taken its number.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    || e.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                self.epoll_ctl(fallback, fd, wanted)
             }
             other => other,
-        }
+        }?;
+        self.interests.insert(fd, wanted);
+        Ok(())
     }
 
-    fn modify(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        match self
-            .registry
-            .reregister(&mut SourceFd(&fd), fd_token(fd), interest)
-        {
-            // Closing an fd removes it from epoll; a new file may have taken its number.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.registry
-                    .register(&mut SourceFd(&fd), fd_token(fd), interest)
-            }
-            other => other,
+    /// One level-triggered `epoll_ctl` for an fd watcher; the event carries the fd as token.
+    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, interests: Interests) -> io::Result<()> {
+        let mut flags = 0;
+        if interests & READ != 0 {
+            flags |= libc::EPOLLIN | libc::EPOLLRDHUP;
+        }
+        if interests & WRITE != 0 {
+            flags |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: flags as u32,
+            u64: fd_token(fd).0 as u64,
+        };
+        // SAFETY: `event` is a valid epoll_event that outlives the call; the epoll fd belongs
+        // to the registry, which is alive for the duration of the call.
+        let rc = unsafe { libc::epoll_ctl(self.registry.as_raw_fd(), op, fd, &mut event) };
+        if rc == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
     }
 }
@@ -265,19 +241,16 @@ mod tests {
     }
 
     #[test]
-    fn rearm_gives_level_triggered_reports() {
+    fn watchers_are_level_triggered() {
         let (mut p, mut r) = new().expect("reactor");
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         r.set(a.as_raw_fd(), READ).expect("register");
         b.write_all(b"xy").expect("write");
         assert_eq!(poll_once(&mut p, 1000).len(), 1);
-        // Edge-triggered: without a re-arm the still-readable fd is not reported again.
-        assert!(poll_once(&mut p, 0).is_empty());
-        r.rearm(a.as_raw_fd()).expect("rearm");
+        // Still readable: reported again with no epoll_ctl in between.
         assert_eq!(poll_once(&mut p, 0).len(), 1);
         let mut buf = [0u8; 2];
         a.read_exact(&mut buf).expect("read");
-        r.rearm(a.as_raw_fd()).expect("rearm");
         assert!(poll_once(&mut p, 0).is_empty());
     }
 
@@ -319,19 +292,25 @@ mod tests {
     }
 
     #[test]
-    fn rearm_skips_an_fd_closed_by_its_callback() {
-        let (_p, mut r) = new().expect("reactor");
+    fn a_closed_fd_can_be_removed_after_its_number_was_reused() {
+        let (mut p, mut r) = new().expect("reactor");
         let (a, _b) = UnixStream::pair().expect("pair");
         let fd = a.as_raw_fd();
         r.set(fd, READ).expect("register");
         drop(a);
-        r.rearm(fd).expect("rearm after close");
-        assert_eq!(r.interests(fd), READ);
-        r.set(fd, 0).expect("remove after close");
+        // The number is reused before the old registration was removed from the loop.
+        let (c, mut d) = UnixStream::pair().expect("pair");
+        assert_eq!(c.as_raw_fd(), fd);
+        r.set(fd, READ | WRITE).expect("modify falls back to add");
+        d.write_all(b"x").expect("write");
+        let ev = poll_once(&mut p, 1000);
+        assert!(ev[0].readable && ev[0].writable);
+        r.set(fd, 0).expect("remove");
+        assert!(poll_once(&mut p, 0).is_empty());
     }
 
     #[test]
-    fn sources_report_each_new_edge_without_rearming() {
+    fn sources_report_each_new_edge_with_no_epoll_ctl() {
         let (mut p, r) = new().expect("reactor");
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         let token = Token(SOURCE_TOKEN_BASE + 7);
