@@ -23,8 +23,9 @@ build: venv ## Build oxloop (release) into .venv
 demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
 	$(PY) examples/demo.py
 
-test: build ## Run every test: cargo, pytest, CPython's test_asyncio conformance
+test: build ## Run every test: cargo (oxloop and benches/loadgen), pytest, CPython's test_asyncio conformance
 	cargo test --quiet
+	cargo test --quiet --manifest-path benches/loadgen/Cargo.toml
 	$(PY) -m pytest -q
 	$(PY) tests/conformance/run.py
 
@@ -49,6 +50,8 @@ test-versions: ## pytest and the conformance run on every other supported interp
 lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	cargo clippy --all-targets -- -D warnings
 	cargo fmt --check
+	cargo clippy --manifest-path benches/loadgen/Cargo.toml --all-targets -- -D warnings
+	cargo fmt --manifest-path benches/loadgen/Cargo.toml --check
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest oxloop._oxloop
