@@ -59,4 +59,9 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
 	$(PY) benches/micro.py
 
-.PHONY: help venv build demo test test-debug test-versions lint bench
+ECHO_ARGS ?=
+
+bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a pure-Rust floor)
+	$(PY) benches/echo.py $(ECHO_ARGS)
+
+.PHONY: help venv build demo test test-debug test-versions lint bench bench-echo
