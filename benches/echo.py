@@ -557,8 +557,14 @@ def print_table(
         f"warm-up), {args.conns} connections each with one message in flight, Python {python}, "
         + ("server pinned to CPU 0, load generator to CPU 1" if pinned else "unpinned")
         + (", Python servers with malloc as start-up left it" if args.cold_malloc else "")
-        + ". CPU µs/msg is the server's user + system CPU time per echoed message; the "
-        "oxloop/... columns divide oxloop's by the other loop's (below 1: oxloop spends less).\n"
+        + ". CPU µs/msg is the server's user + system CPU time per echoed message"
+        + (
+            "; the oxloop/... columns divide oxloop's by the other loop's (below 1: oxloop "
+            "spends less)"
+            if ratios
+            else ""
+        )
+        + ".\n"
     )
     print_markdown(header, rows)
 
