@@ -23,8 +23,9 @@ build: venv ## Build oxloop (release) into .venv
 demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
 	$(PY) examples/demo.py
 
-test: build ## Run every test: cargo, pytest, CPython's test_asyncio conformance
+test: build ## Run every test: cargo (oxloop and benches/loadgen), pytest, CPython's test_asyncio conformance
 	cargo test --quiet
+	cargo test --quiet --manifest-path benches/loadgen/Cargo.toml
 	$(PY) -m pytest -q
 	$(PY) tests/conformance/run.py
 
@@ -49,6 +50,8 @@ test-versions: ## pytest and the conformance run on every other supported interp
 lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	cargo clippy --all-targets -- -D warnings
 	cargo fmt --check
+	cargo clippy --manifest-path benches/loadgen/Cargo.toml --all-targets -- -D warnings
+	cargo fmt --manifest-path benches/loadgen/Cargo.toml --check
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest oxloop._oxloop
@@ -56,4 +59,9 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
 	$(PY) benches/micro.py
 
-.PHONY: help venv build demo test test-debug test-versions lint bench
+ECHO_ARGS ?=
+
+bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a pure-Rust floor)
+	$(PY) benches/echo.py $(ECHO_ARGS)
+
+.PHONY: help venv build demo test test-debug test-versions lint bench bench-echo

@@ -1,0 +1,208 @@
+//! A single-threaded echo server in plain Rust over mio: the floor the Python event loops'
+//! echo servers are compared with (no interpreter, no event-loop machinery, just epoll and the
+//! system calls an echo needs).
+//!
+//! `echo-server --tcp HOST:PORT | --unix PATH | --udp HOST:PORT` prints the address it listens
+//! on (the actual port when given port 0) as one line on stdout, then echoes until killed.
+//! Streams: every byte read is written back before more is read from that connection. UDP:
+//! each datagram goes back to its sender; one that cannot be sent at once is dropped (the
+//! load generator resends).
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::process::ExitCode;
+
+use loadgen::{Duplex, Endpoint, Flags};
+use mio::net::{TcpListener, UdpSocket, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+
+const USAGE: &str = "usage: echo-server (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT)";
+
+const LISTENER: Token = Token(usize::MAX);
+const BUF: usize = 256 * 1024;
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<Box<dyn Duplex>> {
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                Box::new(s)
+            }
+            Listener::Unix(l) => Box::new(l.accept()?.0),
+        })
+    }
+}
+
+struct Conn {
+    io: Box<dyn Duplex>,
+    buf: Vec<u8>,
+    /// `buf[start..end]` has been read and not yet written back.
+    start: usize,
+    end: usize,
+}
+
+impl Conn {
+    /// Echoes until both directions would block. `Ok(false)`: the peer closed.
+    fn drive(&mut self) -> io::Result<bool> {
+        loop {
+            while self.start < self.end {
+                match self.io.write(&self.buf[self.start..self.end]) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => self.start += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match self.io.read(&mut self.buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => (self.start, self.end) = (0, n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
+    let mut listener = listener;
+    match &mut listener {
+        Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+        Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+    }
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut events = Events::with_capacity(1024);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    let mut io = match listener.accept() {
+                        Ok(io) => io,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            eprintln!("echo-server: accept: {e}");
+                            break;
+                        }
+                    };
+                    let slot = conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    poll.registry().register(
+                        &mut *io,
+                        Token(slot),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    conns[slot] = Some(Conn {
+                        io,
+                        buf: vec![0; BUF],
+                        start: 0,
+                        end: 0,
+                    });
+                }
+                continue;
+            }
+            let slot = ev.token().0;
+            let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let open = conn.drive().unwrap_or_else(|e| {
+                if e.kind() != ErrorKind::ConnectionReset && e.kind() != ErrorKind::BrokenPipe {
+                    eprintln!("echo-server: connection {slot}: {e}");
+                }
+                false
+            });
+            if !open {
+                if let Some(mut gone) = conns[slot].take() {
+                    poll.registry().deregister(&mut *gone.io)?;
+                }
+            }
+        }
+    }
+}
+
+fn serve_udp(mut sock: UdpSocket, mut poll: Poll) -> io::Result<()> {
+    poll.registry()
+        .register(&mut sock, LISTENER, Interest::READABLE)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = Events::with_capacity(16);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, peer)) => match sock.send_to(&buf[..n], peer) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => eprintln!("echo-server: send to {peer}: {e}"),
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // An ICMP error from an earlier reply to a peer that has gone.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn announce(address: impl std::fmt::Display) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{address}")?;
+    out.flush()
+}
+
+fn run(endpoint: Endpoint) -> io::Result<()> {
+    let poll = Poll::new()?;
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let l = TcpListener::bind(addr)?;
+            announce(l.local_addr()?)?;
+            serve_streams(Listener::Tcp(l), poll)
+        }
+        Endpoint::Unix(path) => {
+            let l = UnixListener::bind(&path)?;
+            announce(path.display())?;
+            serve_streams(Listener::Unix(l), poll)
+        }
+        Endpoint::Udp(addr) => {
+            let s = UdpSocket::bind(addr)?;
+            announce(s.local_addr()?)?;
+            serve_udp(s, poll)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let endpoint = Flags::parse(std::env::args().skip(1), &["tcp", "unix", "udp"])
+        .and_then(|flags| Endpoint::from_flags(&flags));
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("echo-server: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(endpoint) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

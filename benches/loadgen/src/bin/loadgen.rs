@@ -1,0 +1,658 @@
+//! Closed-loop echo load generator.
+//!
+//! Opens `--conns` connections (or UDP sockets) to an echo server. Each one sends a message of
+//! `--size` bytes, waits until exactly those bytes have come back (checking every byte), then
+//! sends the next: at most one message per connection is ever in flight. After `--warmup`
+//! seconds it counts the messages completed during `--duration` seconds and their round-trip
+//! latencies, and prints one JSON line. With `--pid`, it also reads that process's CPU time
+//! (utime + stime, from `/proc/PID/stat`) as the measured window opens and as it closes, so the
+//! server's CPU cost per message needs no signalling between processes.
+//!
+//! Every message is a window into a fixed pattern (byte j is j mod 251) at an offset that
+//! changes from one message to the next, so an echo of the wrong bytes, stale bytes or bytes
+//! in the wrong order is caught with a plain slice comparison. UDP messages also carry their
+//! sequence number in the first 8 bytes: a late echo of an earlier message is counted as stale
+//! and skipped, and a message whose echo has not come back within `--udp-timeout-ms` is sent
+//! again, so a lost datagram never stalls its socket.
+
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use loadgen::{Duplex, Endpoint, Flags};
+use mio::net::{TcpStream, UdpSocket, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+const USAGE: &str = "\
+usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]
+
+  --conns N            connections (or UDP sockets), each with one message in flight [10]
+  --size BYTES         message size [1024]; UDP: 8 to 65507
+  --duration SECS      measured window [2]
+  --warmup SECS        unmeasured time before the window [0.5]
+  --pid PID            also report this process's CPU seconds during the window
+  --udp-timeout-ms MS  resend a UDP message not echoed within this time [100]
+  --stall SECS         give up when no message completes for this long [10]
+
+Prints one JSON line: messages, bytes, seconds, msgs_per_s, p50_us, p99_us, ...";
+
+const KNOWN: &[&str] = &[
+    "tcp",
+    "unix",
+    "udp",
+    "conns",
+    "size",
+    "duration",
+    "warmup",
+    "pid",
+    "udp-timeout-ms",
+    "stall",
+];
+
+/// The pattern's period: prime, so consecutive offsets never give the same bytes.
+const PERIOD: usize = 251;
+/// Largest UDP payload over IPv4.
+const MAX_UDP: usize = 65507;
+/// UDP messages start with their sequence number.
+const SEQ_LEN: usize = 8;
+
+struct Config {
+    endpoint: Endpoint,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+    warmup: Duration,
+    pid: Option<u32>,
+    udp_timeout: Duration,
+    stall: Duration,
+}
+
+fn seconds(flags: &Flags, name: &str, default: f64) -> Result<Duration, String> {
+    let secs: f64 = flags.num(name, default)?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("--{name}: {secs} is not a duration"))
+}
+
+impl Config {
+    fn from_args() -> Result<Config, String> {
+        let flags = Flags::parse(std::env::args().skip(1), KNOWN)?;
+        let endpoint = Endpoint::from_flags(&flags)?;
+        let conns: usize = flags.num("conns", 10)?;
+        let size: usize = flags.num("size", 1024)?;
+        if conns == 0 {
+            return Err("--conns must be at least 1".into());
+        }
+        if size == 0 {
+            return Err("--size must be at least 1".into());
+        }
+        if matches!(endpoint, Endpoint::Udp(_)) && !(SEQ_LEN..=MAX_UDP).contains(&size) {
+            return Err(format!("--size must be {SEQ_LEN} to {MAX_UDP} for UDP"));
+        }
+        let duration = seconds(&flags, "duration", 2.0)?;
+        if duration.is_zero() {
+            return Err("--duration must be positive".into());
+        }
+        let pid = if flags.has("pid") {
+            Some(flags.num("pid", 0u32)?)
+        } else {
+            None
+        };
+        Ok(Config {
+            endpoint,
+            conns,
+            size,
+            duration,
+            warmup: seconds(&flags, "warmup", 0.5)?,
+            pid,
+            udp_timeout: Duration::from_millis(flags.num("udp-timeout-ms", 100)?),
+            stall: seconds(&flags, "stall", 10.0)?,
+        })
+    }
+}
+
+/// CPU time (utime + stime, in clock ticks) of a process, from `/proc/PID/stat`.
+fn cpu_ticks(pid: &str) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    // The command name (field 2) is in parentheses and may contain spaces; fields after the
+    // last ')' start at field 3, so utime (field 14) and stime (field 15) are at 11 and 12.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| format!("unexpected {path}: {stat:?}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("unexpected {path}: {stat:?}"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Clock ticks per second (AT_CLKTCK from the auxiliary vector; 100 if it cannot be read).
+fn clock_ticks_per_second() -> u64 {
+    const AT_CLKTCK: u64 = 17;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let Ok(auxv) = fs::read("/proc/self/auxv") else {
+        return 100;
+    };
+    let word = |b: &[u8]| -> u64 {
+        let mut buf = [0u8; WORD];
+        buf.copy_from_slice(b);
+        usize::from_ne_bytes(buf) as u64
+    };
+    auxv.chunks_exact(2 * WORD)
+        .find(|pair| word(&pair[..WORD]) == AT_CLKTCK)
+        .map(|pair| word(&pair[WORD..]))
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100)
+}
+
+/// The window's counters. Completions before the window opens are not kept.
+struct Stats {
+    measuring: bool,
+    messages: u64,
+    latencies_ns: Vec<u64>,
+    last_progress: Instant,
+    resends: u64,
+    stale: u64,
+    refused: u64,
+}
+
+impl Stats {
+    fn complete(&mut self, started: Instant) {
+        let now = Instant::now();
+        self.last_progress = now;
+        if self.measuring {
+            self.messages += 1;
+            let ns = now.duration_since(started).as_nanos();
+            self.latencies_ns
+                .push(u64::try_from(ns).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::Interrupted
+}
+
+/// One TCP or Unix connection and its message in flight.
+struct Stream {
+    io: Box<dyn Duplex>,
+    id: usize,
+    seq: u64,
+    /// Where this message starts in the pattern.
+    off: usize,
+    sent: usize,
+    received: usize,
+    started: Instant,
+}
+
+impl Stream {
+    fn begin(&mut self) {
+        self.seq += 1;
+        self.off = (self.id * 7 + self.seq as usize) % PERIOD;
+        self.sent = 0;
+        self.received = 0;
+        self.started = Instant::now();
+    }
+
+    /// Writes what it can, reads everything available, and starts the next message each time
+    /// one is fully echoed; returns once both directions would block.
+    fn drive(
+        &mut self,
+        pattern: &[u8],
+        size: usize,
+        buf: &mut [u8],
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        loop {
+            while self.sent < size {
+                match self
+                    .io
+                    .write(&pattern[self.off + self.sent..self.off + size])
+                {
+                    Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
+                    Ok(n) => self.sent += n,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) if interrupted(&e) => {}
+                    Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
+                }
+            }
+            match self.io.read(buf) {
+                Ok(0) => {
+                    return Err(format!(
+                        "connection {}: the server closed it ({} of {size} bytes of message {} \
+                         echoed)",
+                        self.id, self.received, self.seq
+                    ))
+                }
+                Ok(n) => {
+                    let end = self.received + n;
+                    if end > self.sent {
+                        return Err(format!(
+                            "connection {}: {end} bytes echoed but only {} sent (message {})",
+                            self.id, self.sent, self.seq
+                        ));
+                    }
+                    let expected = &pattern[self.off + self.received..self.off + end];
+                    if let Some(i) = buf[..n].iter().zip(expected).position(|(a, b)| a != b) {
+                        return Err(format!(
+                            "connection {}: message {} byte {} echoed as {} instead of {}",
+                            self.id,
+                            self.seq,
+                            self.received + i,
+                            buf[i],
+                            expected[i]
+                        ));
+                    }
+                    self.received = end;
+                    if end == size {
+                        stats.complete(self.started);
+                        self.begin();
+                    }
+                }
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Err(format!("connection {}: read: {e}", self.id)),
+            }
+        }
+    }
+}
+
+/// One UDP socket and its message in flight.
+struct Dgram {
+    sock: UdpSocket,
+    id: usize,
+    seq: u64,
+    msg: Vec<u8>,
+    /// Whether `msg` is still to be sent (the last send would have blocked).
+    unsent: bool,
+    started: Instant,
+    last_sent: Instant,
+}
+
+impl Dgram {
+    fn begin(&mut self, pattern: &[u8]) {
+        self.seq += 1;
+        let off = (self.id * 7 + self.seq as usize) % PERIOD;
+        let size = self.msg.len();
+        self.msg[..SEQ_LEN].copy_from_slice(&self.seq.to_le_bytes());
+        self.msg[SEQ_LEN..].copy_from_slice(&pattern[off + SEQ_LEN..off + size]);
+        self.started = Instant::now();
+        self.unsent = true;
+    }
+
+    fn send(&mut self, stats: &mut Stats) -> Result<(), String> {
+        loop {
+            match self.sock.send(&self.msg) {
+                Ok(n) if n == self.msg.len() => break,
+                Ok(n) => {
+                    return Err(format!(
+                        "socket {}: sent {n} of {} bytes",
+                        self.id,
+                        self.msg.len()
+                    ))
+                }
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if interrupted(&e) => {}
+                // An ICMP port unreachable from an earlier send: the resend timer retries.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    stats.refused += 1;
+                    break;
+                }
+                Err(e) => return Err(format!("socket {}: send: {e}", self.id)),
+            }
+        }
+        self.unsent = false;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    fn drive(&mut self, pattern: &[u8], buf: &mut [u8], stats: &mut Stats) -> Result<(), String> {
+        if self.unsent {
+            self.send(stats)?;
+        }
+        loop {
+            match self.sock.recv(buf) {
+                Ok(n) => {
+                    let seq = buf
+                        .get(..SEQ_LEN)
+                        .filter(|_| n >= SEQ_LEN)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                    if seq != Some(self.seq) || self.unsent {
+                        // A late echo of an earlier message (or of a resend of it).
+                        stats.stale += 1;
+                        continue;
+                    }
+                    if buf[..n] != self.msg[..] {
+                        return Err(format!(
+                            "socket {}: message {}: {n} bytes echoed do not match the {} sent",
+                            self.id,
+                            self.seq,
+                            self.msg.len()
+                        ));
+                    }
+                    stats.complete(self.started);
+                    self.begin(pattern);
+                    self.send(stats)?;
+                }
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if interrupted(&e) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => stats.refused += 1,
+                Err(e) => return Err(format!("socket {}: recv: {e}", self.id)),
+            }
+        }
+    }
+
+    /// Sends the message again if its echo is overdue (or its send is still pending).
+    fn resend_if_due(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        if self.unsent {
+            // The last send would have blocked: try again even without a writable event.
+            self.send(stats)?;
+        } else if now.duration_since(self.last_sent) >= timeout {
+            stats.resends += 1;
+            self.send(stats)?;
+        }
+        Ok(())
+    }
+}
+
+enum Clients {
+    Streams(Vec<Stream>),
+    Dgrams(Vec<Dgram>),
+}
+
+fn connect(cfg: &Config, pattern: &[u8], poll: &Poll) -> Result<Clients, String> {
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    let now = Instant::now();
+    match &cfg.endpoint {
+        Endpoint::Tcp(_) | Endpoint::Unix(_) => {
+            let mut streams = Vec::with_capacity(cfg.conns);
+            for id in 0..cfg.conns {
+                // Blocking connects: they are done before anything is measured.
+                let mut io: Box<dyn Duplex> = match &cfg.endpoint {
+                    Endpoint::Tcp(addr) => {
+                        let s = std::net::TcpStream::connect(addr)
+                            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+                        s.set_nodelay(true)
+                            .and_then(|()| s.set_nonblocking(true))
+                            .map_err(|e| format!("setting up a connection: {e}"))?;
+                        Box::new(TcpStream::from_std(s))
+                    }
+                    Endpoint::Unix(path) => {
+                        let s = std::os::unix::net::UnixStream::connect(path)
+                            .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+                        s.set_nonblocking(true)
+                            .map_err(|e| format!("setting up a connection: {e}"))?;
+                        Box::new(UnixStream::from_std(s))
+                    }
+                    Endpoint::Udp(_) => unreachable!("UDP is handled below"),
+                };
+                poll.registry()
+                    .register(&mut *io, Token(id), interest)
+                    .map_err(|e| format!("registering a connection: {e}"))?;
+                streams.push(Stream {
+                    io,
+                    id,
+                    seq: 0,
+                    off: 0,
+                    sent: 0,
+                    received: 0,
+                    started: now,
+                });
+            }
+            Ok(Clients::Streams(streams))
+        }
+        Endpoint::Udp(addr) => {
+            let local: SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let mut dgrams = Vec::with_capacity(cfg.conns);
+            for id in 0..cfg.conns {
+                let mut sock = UdpSocket::bind(local)
+                    .and_then(|s| s.connect(*addr).map(|()| s))
+                    .map_err(|e| format!("UDP socket for {addr}: {e}"))?;
+                poll.registry()
+                    .register(&mut sock, Token(id), interest)
+                    .map_err(|e| format!("registering a socket: {e}"))?;
+                let mut d = Dgram {
+                    sock,
+                    id,
+                    seq: 0,
+                    msg: vec![0; cfg.size],
+                    unsent: true,
+                    started: now,
+                    last_sent: now,
+                };
+                d.begin(pattern);
+                dgrams.push(d);
+            }
+            Ok(Clients::Dgrams(dgrams))
+        }
+    }
+}
+
+struct Report {
+    messages: u64,
+    seconds: f64,
+    latencies_ns: Vec<u64>,
+    server_cpu_s: Option<f64>,
+    loadgen_cpu_s: f64,
+    resends: u64,
+    stale: u64,
+    refused: u64,
+}
+
+fn run(cfg: &Config) -> Result<Report, String> {
+    let pattern: Vec<u8> = (0..cfg.size + PERIOD).map(|j| (j % PERIOD) as u8).collect();
+    let mut buf = vec![0u8; (cfg.size + 1).max(256 * 1024)];
+    let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+    let mut events = Events::with_capacity(1024);
+    let mut clients = connect(cfg, &pattern, &poll)?;
+
+    let tick_hz = clock_ticks_per_second() as f64;
+    let pid = cfg.pid.map(|p| p.to_string());
+    let server_cpu = || pid.as_deref().map(cpu_ticks).transpose();
+    let own_cpu = || cpu_ticks("self");
+
+    let start = Instant::now();
+    let mut stats = Stats {
+        measuring: false,
+        messages: 0,
+        latencies_ns: Vec::new(),
+        last_progress: start,
+        resends: 0,
+        stale: 0,
+        refused: 0,
+    };
+    // Start every connection's first message; from then on events drive them.
+    match &mut clients {
+        Clients::Streams(streams) => {
+            for s in streams.iter_mut() {
+                s.begin();
+                s.drive(&pattern, cfg.size, &mut buf, &mut stats)?;
+            }
+        }
+        Clients::Dgrams(dgrams) => {
+            for d in dgrams.iter_mut() {
+                d.drive(&pattern, &mut buf, &mut stats)?;
+            }
+        }
+    }
+
+    let window_opens = start + cfg.warmup;
+    let mut window: Option<(Instant, Option<u64>, u64)> = None; // (opened, server, own ticks)
+    loop {
+        let now = Instant::now();
+        if window.is_none() && now >= window_opens {
+            window = Some((Instant::now(), server_cpu()?, own_cpu()?));
+            stats.measuring = true;
+            stats.messages = 0;
+            stats.latencies_ns.clear();
+            stats.resends = 0;
+            stats.stale = 0;
+            stats.refused = 0;
+        }
+        let deadline = match window {
+            Some((opened, _, _)) => opened + cfg.duration,
+            None => window_opens,
+        };
+        if let Some((opened, server0, own0)) = window {
+            if now >= deadline {
+                let server1 = server_cpu()?;
+                let own1 = own_cpu()?;
+                let closed = Instant::now();
+                let server_cpu_s = match (server0, server1) {
+                    (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / tick_hz),
+                    _ => None,
+                };
+                return Ok(Report {
+                    messages: stats.messages,
+                    seconds: closed.duration_since(opened).as_secs_f64(),
+                    latencies_ns: stats.latencies_ns,
+                    server_cpu_s,
+                    loadgen_cpu_s: own1.saturating_sub(own0) as f64 / tick_hz,
+                    resends: stats.resends,
+                    stale: stats.stale,
+                    refused: stats.refused,
+                });
+            }
+        }
+        if now.duration_since(stats.last_progress) >= cfg.stall {
+            return Err(format!(
+                "no message completed for {:.1} s: the server is stuck or gone",
+                cfg.stall.as_secs_f64()
+            ));
+        }
+        let mut timeout = deadline.saturating_duration_since(now);
+        timeout = timeout.min(cfg.stall);
+        if matches!(clients, Clients::Dgrams(_)) {
+            timeout = timeout.min(cfg.udp_timeout / 4);
+        }
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        }
+        match &mut clients {
+            Clients::Streams(streams) => {
+                for ev in events.iter() {
+                    if let Some(s) = streams.get_mut(ev.token().0) {
+                        s.drive(&pattern, cfg.size, &mut buf, &mut stats)?;
+                    }
+                }
+            }
+            Clients::Dgrams(dgrams) => {
+                for ev in events.iter() {
+                    if let Some(d) = dgrams.get_mut(ev.token().0) {
+                        d.drive(&pattern, &mut buf, &mut stats)?;
+                    }
+                }
+                let now = Instant::now();
+                for d in dgrams.iter_mut() {
+                    d.resend_if_due(now, cfg.udp_timeout, &mut stats)?;
+                }
+            }
+        }
+    }
+}
+
+/// The `p`th percentile (nearest rank) of sorted values, in microseconds.
+fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted_ns.len() as f64).ceil() as usize;
+    sorted_ns[rank.clamp(1, sorted_ns.len()) - 1] as f64 / 1000.0
+}
+
+fn json(cfg: &Config, mut r: Report) -> String {
+    r.latencies_ns.sort_unstable();
+    let target = match &cfg.endpoint {
+        Endpoint::Tcp(a) | Endpoint::Udp(a) => a.to_string(),
+        Endpoint::Unix(p) => p.display().to_string(),
+    };
+    let server_cpu = r
+        .server_cpu_s
+        .map_or_else(|| "null".to_string(), |s| format!("{s:.3}"));
+    format!(
+        "{{\"transport\": \"{}\", \"target\": \"{}\", \"conns\": {}, \"size\": {}, \
+         \"messages\": {}, \"bytes\": {}, \"seconds\": {:.4}, \"msgs_per_s\": {:.1}, \
+         \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}, \"server_cpu_s\": {}, \
+         \"loadgen_cpu_s\": {:.3}, \"udp_resends\": {}, \"udp_stale\": {}, \"udp_refused\": {}}}",
+        cfg.endpoint.kind(),
+        target.replace('\\', "\\\\").replace('"', "\\\""),
+        cfg.conns,
+        cfg.size,
+        r.messages,
+        r.messages * cfg.size as u64,
+        r.seconds,
+        r.messages as f64 / r.seconds,
+        percentile_us(&r.latencies_ns, 50.0),
+        percentile_us(&r.latencies_ns, 99.0),
+        r.latencies_ns.last().map_or(0.0, |&ns| ns as f64 / 1000.0),
+        server_cpu,
+        r.loadgen_cpu_s,
+        r.resends,
+        r.stale,
+        r.refused,
+    )
+}
+
+fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match Config::from_args() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("loadgen: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cfg) {
+        Ok(report) => {
+            println!("{}", json(&cfg, report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_us(&v, 50.0), 50.0);
+        assert_eq!(percentile_us(&v, 99.0), 99.0);
+        assert_eq!(percentile_us(&[7000], 99.0), 7.0);
+        assert_eq!(percentile_us(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(cpu_ticks("self").is_ok());
+        assert!(clock_ticks_per_second() > 0);
+    }
+}
