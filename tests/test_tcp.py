@@ -48,11 +48,10 @@ def run(loop, coro, timeout=10.0):
 class Peer(asyncio.Protocol):
     """Records its callbacks in order ("data" once per run of data_received calls)."""
 
-    def __init__(self, *, echo=False, eof_result=None, pause_on_connect=False):
+    def __init__(self, *, echo=False, eof_result=None):
         loop = asyncio.get_running_loop()
         self.echo = echo
         self.eof_result = eof_result
-        self.pause_on_connect = pause_on_connect
         self.events = []
         self.data = bytearray()
         self.data_types = set()
@@ -65,8 +64,6 @@ class Peer(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.events.append("connection_made")
-        if self.pause_on_connect:
-            transport.pause_reading()
         self.made.set_result(transport)
 
     def data_received(self, data):
@@ -87,6 +84,11 @@ class Peer(asyncio.Protocol):
         self.events.append("lost")
         self.lost.set_result(exc)
         self._more.set()
+
+    async def stop_reading(self):
+        # Not from connection_made(): 3.10 starts reading after it regardless.
+        await self.made
+        self.transport.pause_reading()
 
     async def received(self, nbytes):
         """Waits until at least nbytes arrived in total."""
@@ -302,9 +304,10 @@ def test_large_payload_arrives_intact_and_in_order(loop):
 
 def test_close_delivers_buffered_data_before_eof(loop):
     async def main():
-        async with serving(loop, lambda: Peer(pause_on_connect=True)) as (server, accepted):
+        async with serving(loop) as (server, accepted):
             transport, client = await loop.create_connection(Peer, *address(server))
             peer = await accepted.get()
+            await peer.stop_reading()
             total = await fill_until_buffered(transport)
             transport.close()
             assert transport.is_closing()
@@ -324,9 +327,10 @@ def test_close_delivers_buffered_data_before_eof(loop):
 
 def test_abort_drops_buffered_data(loop):
     async def main():
-        async with serving(loop, lambda: Peer(pause_on_connect=True)) as (server, accepted):
+        async with serving(loop) as (server, accepted):
             transport, client = await loop.create_connection(Peer, *address(server))
             peer = await accepted.get()
+            await peer.stop_reading()
             total = await fill_until_buffered(transport)
             assert transport.get_write_buffer_size() > 0
             transport.abort()
@@ -593,9 +597,10 @@ class FlowPeer(Peer):
 
 def test_pause_and_resume_writing_around_the_high_and_low_marks(loop):
     async def main():
-        async with serving(loop, lambda: Peer(pause_on_connect=True)) as (server, accepted):
+        async with serving(loop) as (server, accepted):
             transport, client = await loop.create_connection(FlowPeer, *address(server))
             peer = await accepted.get()
+            await peer.stop_reading()
             low, high = transport.get_write_buffer_limits()
             chunk = os.urandom(64 << 10)
             sent = bytearray()
@@ -627,9 +632,10 @@ def test_pause_and_resume_writing_around_the_high_and_low_marks(loop):
 
 def test_no_pause_writing_below_the_high_mark(loop):
     async def main():
-        async with serving(loop, lambda: Peer(pause_on_connect=True)) as (server, accepted):
+        async with serving(loop) as (server, accepted):
             transport, client = await loop.create_connection(FlowPeer, *address(server))
             peer = await accepted.get()
+            await peer.stop_reading()
             transport.set_write_buffer_limits(high=1 << 30)
             await fill_until_buffered(transport)
             assert client.flow == []
