@@ -458,6 +458,49 @@ def test_pause_reading_holds_data_until_resumed(loop):
     run(loop, main())
 
 
+class PausesTheOther(Peer):
+    """On its first data, pauses reading on the other connection."""
+
+    other = None
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.other.transport.pause_reading()
+
+
+def test_pause_reading_takes_effect_within_the_same_iteration(loop):
+    async def main():
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            ta, a = await loop.create_connection(PausesTheOther, *listener.getsockname())
+            raw_a, _ = listener.accept()
+            tb, b = await loop.create_connection(PausesTheOther, *listener.getsockname())
+            raw_b, _ = listener.accept()
+        a.other, b.other = b, a
+        with raw_a, raw_b:
+
+            def send_both():
+                raw_a.send(b"a")
+                raw_b.send(b"b")
+
+            # Both sockets are readable at the next poll; whichever protocol runs first pauses
+            # the other, whose readiness from that same poll must then be ignored.
+            loop.call_soon(send_both)
+            await asyncio.sleep(0.05)
+            assert len(a.data) + len(b.data) == 1
+            (paused,) = [p for p in (a, b) if not p.data]
+            assert not paused.transport.is_reading()
+            paused.transport.resume_reading()
+            assert await paused.received(1) in (b"a", b"b")
+            ta.close()
+            tb.close()
+            await a.lost
+            await b.lost
+
+    run(loop, main())
+
+
 def test_eof_waits_for_resume_reading(loop):
     async def main():
         async with serving(loop) as (server, accepted):
@@ -709,6 +752,28 @@ def test_client_set_protocol_and_get_protocol(loop):
 # -- after close ------------------------------------------------------------------------------
 
 
+def test_set_protocol_to_a_buffered_protocol(loop):
+    async def main():
+        async with serving(loop) as (server, accepted):
+            transport, client = await loop.create_connection(Peer, *address(server))
+            peer = await accepted.get()
+            peer.transport.write(b"plain")
+            await client.received(5)
+            buffered = BufferedPeer(3)
+            buffered.events.append("connection_made")
+            transport.set_protocol(buffered)
+            peer.transport.write(b"into buffers")
+            peer.transport.close()
+            assert await buffered.lost is None
+            await peer.lost
+        assert client.data == b"plain"
+        assert buffered.data == b"into buffers"
+        assert all(n <= 3 for n in buffered.updates)
+        assert buffered.events == ["connection_made", "data", "eof", "lost"]
+
+    run(loop, main())
+
+
 def test_writes_after_close_are_dropped_and_logged_after_a_few(loop, caplog):
     async def main():
         async with serving(loop) as (server, accepted):
@@ -779,8 +844,28 @@ def test_write_to_a_reset_connection_closes_it(loop):
                 transport.write(b"into the void")
                 await asyncio.sleep(0)
             exc = await client.lost
-            assert isinstance(exc, (ConnectionResetError, BrokenPipeError))
+            assert isinstance(exc, ConnectionResetError)
             assert transport.is_closing()
+
+    run(loop, main())
+
+
+def test_reset_while_waiting_to_write_reaches_connection_lost(loop):
+    async def main():
+        async with serving(loop) as (server, accepted):
+            transport, client = await loop.create_connection(FlowPeer, *address(server))
+            peer = await accepted.get()
+            await peer.stop_reading()
+            # Only the write side waits on the socket: the reset must wake it.
+            transport.pause_reading()
+            await fill_until_buffered(transport)
+            sock = peer.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.transport.abort()
+            await peer.lost
+            exc = await client.lost
+            assert isinstance(exc, ConnectionResetError)
+            assert transport.get_write_buffer_size() == 0
 
     run(loop, main())
 
