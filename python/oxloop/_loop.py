@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool
-from oxloop._transports import SocketTransport
+from oxloop._transports import DatagramTransport, SocketTransport
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -616,6 +616,17 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _make_datagram_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        address: Any = None,
+        waiter: asyncio.Future[None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> DatagramTransport:
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
     def _make_ssl_transport(
         self,
         rawsock: socket.socket,
@@ -633,7 +644,13 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         # (3.11+) shutdown timeouts, passed as this interpreter's SSLProtocol takes them.
         self._ensure_fd_no_transport(rawsock)
         ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+            self,
+            protocol,
+            sslcontext,
+            waiter,  # type: ignore[arg-type]
+            server_side,
+            server_hostname,
+            **timeouts,
         )
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport

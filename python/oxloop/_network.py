@@ -44,7 +44,6 @@ _BORROWED = (
     "_connect_sock",
     "_create_connection_transport",
     "_create_server_getaddrinfo",
-    "_make_datagram_transport",
     "_start_serving",
     "_stop_serving",
     "_accept_connection",

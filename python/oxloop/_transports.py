@@ -1,4 +1,4 @@
-"""The Python face of oxloop's native socket transports.
+"""The Python faces of oxloop's native socket transports.
 
 `SocketTransport` is what protocols receive: an `asyncio.Transport` (through asyncio's
 `_FlowControlMixin`, which asyncio's sendfile fallback and other code check for), whose
@@ -13,12 +13,20 @@ from __future__ import annotations
 import inspect
 import socket
 import warnings
-from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio import (
+    base_events,
+    constants,
+    futures,
+    protocols,
+    selector_events,
+    transports,
+    trsock,
+)
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from oxloop._helpers import base_logger
-from oxloop._oxloop import StreamTransport
+from oxloop._oxloop import DatagramCore, StreamTransport
 
 # Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
 _SERVER_TRACKS_TRANSPORTS = (
@@ -252,3 +260,44 @@ class SocketTransport(transports._FlowControlMixin):
     def _reset_empty_waiter(self) -> None:
         self._core.set_empty_waiter(None)
         self._core.resume_reactor()
+
+
+class DatagramTransport(
+    selector_events._SelectorDatagramTransport,  # type: ignore[name-defined,misc]
+    transports.DatagramTransport,
+):
+    """A UDP (or Unix datagram) transport: asyncio's own class of the running interpreter,
+    whose read callback and common `sendto` are native (`DatagramCore`).
+
+    It is an `asyncio.DatagramTransport` on every interpreter (asyncio's own class is one
+    from 3.12 on).
+    """
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: protocols.BaseProtocol,
+        address: Any = None,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self._native = DatagramCore(sock.fileno(), sock.family, self)
+        if self._native.reads_natively:
+            # asyncio's constructor and resume_reading() hand this to the fd watcher.
+            self._read_ready = self._native.read_ready
+        super().__init__(loop, sock, protocol, address, waiter, extra)  # type: ignore[call-arg]
+        # Replies to senders take the native path; a connected socket keeps asyncio's
+        # (send() without an address).
+        self._native_sendto = not self._address and not self._extra.get("peername")
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if (
+            addr is not None
+            and self._native_sendto
+            and not self._buffer
+            and not self._conn_lost
+            and self._native.sendto(data, addr)
+        ):
+            return
+        super().sendto(data, addr)

@@ -13,7 +13,6 @@
 //! followed by another in the next iteration; a shorter one drained the socket, and new data
 //! will bring a new report.
 
-use std::cell::RefCell;
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
@@ -22,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
-use super::sys;
+use super::{sys, MAX_READ, READ_BUF};
 use crate::buffers::WriteQueue;
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
@@ -30,17 +29,9 @@ use crate::handles::Handle;
 use crate::py::GilCell;
 use crate::reactor::IoEvent;
 
-/// Most bytes read at once, as asyncio's `max_size`.
-const MAX_READ: usize = 256 * 1024;
 /// Writes after the connection was lost are counted; from this many on each is logged, as
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
-
-thread_local! {
-    /// The buffer reads land in before becoming a `bytes` object: one per loop thread, since
-    /// a loop reads one socket at a time.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
-}
 
 /// A `bytes` object queued for writing, with its data pointer taken once.
 pub struct BytesChunk {

@@ -28,6 +28,45 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
+/// `recvfrom(fd, buf)`: one datagram and its sender's address (`addr_len` in: the room in
+/// `addr`; out: the length of the address).
+pub fn recv_from(
+    fd: RawFd,
+    buf: &mut [u8],
+    addr: &mut libc::sockaddr_storage,
+    addr_len: &mut libc::socklen_t,
+) -> io::Result<usize> {
+    let addr_ptr: *mut libc::sockaddr_storage = addr;
+    syscall!(libc::recvfrom(
+        fd,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        0,
+        addr_ptr.cast(),
+        addr_len
+    ))
+    .map(|n| n as usize)
+}
+
+/// `sendto(fd, buf, addr)` without `SIGPIPE`.
+pub fn send_to(
+    fd: RawFd,
+    buf: &[u8],
+    addr: &libc::sockaddr_storage,
+    addr_len: libc::socklen_t,
+) -> io::Result<usize> {
+    let addr_ptr: *const libc::sockaddr_storage = addr;
+    syscall!(libc::sendto(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL,
+        addr_ptr.cast(),
+        addr_len
+    ))
+    .map(|n| n as usize)
+}
+
 /// `send(fd, buf)` without raising `SIGPIPE` on a closed peer (`EPIPE` is returned instead).
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     syscall!(libc::send(
@@ -55,6 +94,41 @@ pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 /// `shutdown(fd, SHUT_WR)`: the peer sees end of stream; reading goes on.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(libc::shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+extern "C" {
+    // POSIX, in every libc; the `libc` crate does not declare it.
+    #[link_name = "inet_ntop"]
+    fn c_inet_ntop(
+        af: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+}
+
+fn ntop(family: libc::c_int, src: *const libc::c_void) -> Option<String> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: `src` points at an address of `family` borrowed by the public callers below for
+    // the duration of the call; `buf` has room for any textual IPv4/IPv6 address
+    // (INET6_ADDRSTRLEN is 46).
+    let out = unsafe { c_inet_ntop(family, src, buf.as_mut_ptr(), buf.len() as _) };
+    if out.is_null() {
+        return None;
+    }
+    // SAFETY: on success inet_ntop wrote a NUL-terminated string into `buf`.
+    let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(text.to_string_lossy().into_owned())
+}
+
+/// The text of an IPv4 address, as the `socket` module gives it (it calls `inet_ntop` too).
+pub fn ipv4_text(addr: &libc::in_addr) -> Option<String> {
+    ntop(libc::AF_INET, (addr as *const libc::in_addr).cast())
+}
+
+/// The text of an IPv6 address, as the `socket` module gives it.
+pub fn ipv6_text(addr: &libc::in6_addr) -> Option<String> {
+    ntop(libc::AF_INET6, (addr as *const libc::in6_addr).cast())
 }
 
 /// Whether an error only means "not now".
@@ -93,6 +167,40 @@ mod tests {
         drop(b);
         let err = send(a.as_raw_fd(), b"x").expect_err("peer gone");
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn datagrams_carry_their_sender() {
+        use std::net::UdpSocket;
+        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        b.send_to(b"ping", a.local_addr().expect("addr"))
+            .expect("send");
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let mut buf = [0u8; 16];
+        let n = recv_from(a.as_raw_fd(), &mut buf, &mut addr, &mut len).expect("recv");
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(libc::c_int::from(addr.ss_family), libc::AF_INET);
+        send_to(a.as_raw_fd(), b"pong", &addr, len).expect("reply");
+        let (n, from) = b.recv_from(&mut buf).expect("recv reply");
+        assert_eq!(&buf[..n], b"pong");
+        assert_eq!(from, a.local_addr().expect("addr"));
+    }
+
+    #[test]
+    fn addresses_read_as_the_socket_module_writes_them() {
+        let v4 = libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        };
+        assert_eq!(ipv4_text(&v4).as_deref(), Some("127.0.0.1"));
+        let mut v6 = libc::in6_addr { s6_addr: [0; 16] };
+        v6.s6_addr[15] = 1;
+        assert_eq!(ipv6_text(&v6).as_deref(), Some("::1"));
+        // The deprecated IPv4-compatible form keeps its dotted tail, as glibc writes it.
+        v6.s6_addr[12..].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(ipv6_text(&v6).as_deref(), Some("::1.2.3.4"));
     }
 
     #[test]

@@ -1,0 +1,228 @@
+//! `DatagramCore`: the per-datagram work of oxloop's UDP transports.
+//!
+//! The transport itself (`oxloop._transports.DatagramTransport`) is asyncio's own datagram
+//! transport class of the running interpreter, so buffering, flow control, closing and every
+//! version-specific rule stay asyncio's. This core replaces its two hot paths: the read
+//! callback (one `recvfrom` into a reused buffer, the sender's address built natively, then
+//! `datagram_received`) and the common case of `sendto` (nothing buffered, an address this
+//! transport received from), which becomes one `sendto` system call with the address it
+//! already holds in binary form.
+//!
+//! The socket is watched with a level-triggered fd watcher, so one datagram is read per report
+//! and no read is spent learning that the socket is empty.
+
+use std::mem::{size_of, zeroed};
+use std::os::fd::RawFd;
+
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use pyo3::{intern, PyTraverseError};
+
+use super::sys;
+use crate::errors::os_error;
+use crate::py::GilCell;
+
+/// Addresses remembered for `sendto`: replies go to recent senders.
+const ADDRESS_CACHE: usize = 16;
+
+/// A socket address in the kernel's binary form.
+#[derive(Clone, Copy)]
+pub struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// Mutable state: the face, and the address cache.
+struct DatagramState {
+    /// The Python transport (asyncio's datagram transport class).
+    face: Option<Py<PyAny>>,
+    /// `(address object, its binary form)`, most recent last; the objects are the tuples
+    /// handed to `datagram_received`, matched by identity.
+    addresses: Vec<(Py<PyAny>, RawAddr)>,
+}
+
+/// The native half of a datagram transport over an `AF_INET` / `AF_INET6` socket.
+#[pyclass(module = "oxloop._oxloop", frozen)]
+pub struct DatagramCore {
+    fd: RawFd,
+    family: libc::c_int,
+    state: GilCell<DatagramState>,
+}
+
+/// The address tuple the `socket` module builds for a sender, or `None` for a family this
+/// core does not know (the caller then falls back to asyncio's own path).
+fn address_to_py<'py>(py: Python<'py>, addr: &RawAddr) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    match libc::c_int::from(addr.storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled `storage` with a sockaddr_in (family AF_INET).
+            let sin = unsafe { &*(&addr.storage as *const _ as *const libc::sockaddr_in) };
+            let Some(host) = sys::ipv4_text(&sin.sin_addr) else {
+                return Ok(None);
+            };
+            Ok(Some(PyTuple::new(
+                py,
+                [
+                    host.into_pyobject(py)?.into_any(),
+                    u16::from_be(sin.sin_port).into_pyobject(py)?.into_any(),
+                ],
+            )?))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled `storage` with a sockaddr_in6 (family AF_INET6).
+            let sin6 = unsafe { &*(&addr.storage as *const _ as *const libc::sockaddr_in6) };
+            let Some(host) = sys::ipv6_text(&sin6.sin6_addr) else {
+                return Ok(None);
+            };
+            Ok(Some(PyTuple::new(
+                py,
+                [
+                    host.into_pyobject(py)?.into_any(),
+                    u16::from_be(sin6.sin6_port).into_pyobject(py)?.into_any(),
+                    u32::from_be(sin6.sin6_flowinfo)
+                        .into_pyobject(py)?
+                        .into_any(),
+                    sin6.sin6_scope_id.into_pyobject(py)?.into_any(),
+                ],
+            )?))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl DatagramCore {
+    fn face(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .face
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+
+    fn remember(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, addr: RawAddr) {
+        let dropped = {
+            let mut st = self.state.borrow_mut(py);
+            let dropped = if st.addresses.len() == ADDRESS_CACHE {
+                Some(st.addresses.remove(0))
+            } else {
+                None
+            };
+            st.addresses.push((obj.clone().unbind(), addr));
+            dropped
+        };
+        drop(dropped);
+    }
+
+    fn lookup(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<RawAddr> {
+        let st = self.state.borrow_mut(py);
+        st.addresses
+            .iter()
+            .rev()
+            .find(|(o, _)| o.as_ptr() == obj.as_ptr())
+            .map(|(_, a)| *a)
+    }
+}
+
+#[pymethods]
+impl DatagramCore {
+    #[new]
+    fn new(fd: RawFd, family: libc::c_int, face: Py<PyAny>) -> Self {
+        DatagramCore {
+            fd,
+            family,
+            state: GilCell::new(DatagramState {
+                face: Some(face),
+                addresses: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether this core reads the socket itself (IPv4 and IPv6; other families keep
+    /// asyncio's read path).
+    #[getter]
+    fn reads_natively(&self) -> bool {
+        self.family == libc::AF_INET || self.family == libc::AF_INET6
+    }
+
+    /// asyncio's `_read_ready`: one datagram to the protocol, or an error to
+    /// `error_received`.
+    fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(face) = self.face(py) else {
+            return Ok(());
+        };
+        let face = face.bind(py);
+        if face.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+            return Ok(());
+        }
+        let got = super::READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut addr = RawAddr {
+                // SAFETY: all-zero is a valid sockaddr_storage.
+                storage: unsafe { zeroed() },
+                len: size_of::<libc::sockaddr_storage>() as _,
+            };
+            sys::recv_from(self.fd, &mut buf, &mut addr.storage, &mut addr.len)
+                .map(|n| (PyBytes::new(py, &buf[..n]), addr))
+        });
+        let protocol = face.getattr(intern!(py, "_protocol"))?;
+        let (data, addr) = match got {
+            Ok(v) => v,
+            Err(e) if sys::would_block(&e) => return Ok(()),
+            Err(e) => {
+                let exc = os_error(e).into_value(py);
+                return protocol
+                    .call_method1(intern!(py, "error_received"), (exc,))
+                    .map(drop);
+            }
+        };
+        let address = match address_to_py(py, &addr)? {
+            Some(t) => {
+                let t = t.into_any();
+                self.remember(py, &t, addr);
+                t
+            }
+            None => py.None().into_bound(py),
+        };
+        protocol
+            .call_method1(intern!(py, "datagram_received"), (data, address))
+            .map(drop)
+    }
+
+    /// Sends `data` to `addr` at once when `data` is non-empty `bytes` and `addr` is an address
+    /// this transport received from; `False` when the caller must take asyncio's path (which
+    /// also handles a send that failed here, by trying it again and reporting the outcome).
+    fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> bool {
+        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+            return false;
+        };
+        let bytes = bytes.as_bytes();
+        if bytes.is_empty() {
+            return false;
+        }
+        let Some(raw) = self.lookup(py, addr) else {
+            return false;
+        };
+        sys::send_to(self.fd, bytes, &raw.storage, raw.len).is_ok()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.state.try_borrow_for_gc() else {
+            return Ok(());
+        };
+        visit.call(&st.face)?;
+        for (obj, _) in st.addresses.iter() {
+            visit.call(obj)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let released = {
+            let Some(mut st) = self.state.try_borrow_mut(py) else {
+                return;
+            };
+            (st.face.take(), std::mem::take(&mut st.addresses))
+        };
+        drop(released);
+    }
+}
