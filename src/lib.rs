@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = true)]
 mod _oxloop {
     #[pymodule_export]
-    use crate::event_loop::LoopCore;
+    use crate::event_loop::{sock_recv_start, sock_send_now, LoopCore, WatchDone};
     #[pymodule_export]
     use crate::executor::WorkerPool;
     #[pymodule_export]

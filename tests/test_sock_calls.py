@@ -158,6 +158,80 @@ def test_sock_recv_waits_for_data(loop, tcp_pair):
     run(loop, main())
 
 
+@pytest.mark.parametrize("data_type", [bytes, bytearray, memoryview])
+def test_sock_sendall_larger_than_the_socket_buffer(loop, unix_pair, data_type):
+    # The first send takes part of it; the rest waits for the reader.
+    a, b = unix_pair
+    payload = bytes(range(256)) * (4 * 4096)
+
+    async def main():
+        sending = asyncio.ensure_future(loop.sock_sendall(a, data_type(payload)))
+        received = await recv_exactly(loop, b, len(payload))
+        assert await sending is None
+        return received
+
+    assert run(loop, main()) == payload
+
+
+def test_sock_recv_sizes(loop, tcp_pair):
+    a, b = tcp_pair
+    big = b"x" * (600 * 1024)
+
+    async def main():
+        with pytest.raises(ValueError):
+            await loop.sock_recv(a, -1)
+        b.sendall(b"abc")
+        assert await loop.sock_recv(a, 0) == b""
+        assert await loop.sock_recv(a, 2) == b"ab"
+        assert await loop.sock_recv(a, 10) == b"c"
+        # Larger than a single native read: still one recv of up to n bytes.
+        sender = asyncio.ensure_future(loop.sock_sendall(b, big))
+        got = await loop.sock_recv(a, 512 * 1024)
+        assert 0 < len(got) <= 512 * 1024 and set(got) == {ord("x")}
+        rest = await recv_exactly(loop, a, len(big) - len(got))
+        await sender
+        assert len(got) + len(rest) == len(big)
+
+    run(loop, main())
+
+
+def test_sock_calls_on_a_closed_socket_raise_oserror(loop, tcp_pair):
+    a, _ = tcp_pair
+    a.close()
+
+    async def main():
+        with pytest.raises(OSError):
+            await loop.sock_recv(a, 10)
+        with pytest.raises(OSError):
+            await loop.sock_sendall(a, b"data")
+
+    run(loop, main())
+
+
+def test_sock_recv_of_a_subclass_uses_its_recv(loop, tcp_pair):
+    a, b = tcp_pair
+    calls = []
+
+    class Recording(socket.socket):
+        def recv(self, n, *args):
+            calls.append(n)
+            return super().recv(n, *args)
+
+    wrapped = Recording(fileno=a.detach())
+    wrapped.setblocking(False)
+
+    async def main():
+        b.send(b"hi")
+        await asyncio.sleep(0.05)
+        return await loop.sock_recv(wrapped, 10)
+
+    try:
+        assert run(loop, main()) == b"hi"
+        assert calls == [10]
+    finally:
+        wrapped.close()
+
+
 def test_sock_recv_into(loop, unix_pair):
     a, b = unix_pair
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import signal
 import socket
 import sys
@@ -18,13 +19,13 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, events, futures, sslproto, tasks
+from asyncio import coroutines, events, futures, selector_events, sslproto, tasks
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
-from oxloop._oxloop import Handle, LoopCore, WorkerPool
+from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
 from oxloop._transports import DatagramTransport, SocketTransport
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     _Ts = TypeVarTuple("_Ts")
 
 _T = TypeVar("_T")
+
+# asyncio's socket coroutines, for the cases the native fast paths leave to them.
+_AsyncioSockets: Any = selector_events.BaseSelectorEventLoop
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -603,6 +607,34 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
     def remove_writer(self, fd: Any) -> bool:
         self._ensure_fd_no_transport(fd)
         return bool(self._remove_writer(fd))
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        if type(sock) is not socket.socket or self.get_debug() or sock.gettimeout() != 0:
+            # Subclasses, TLS sockets, blocking sockets, debug checks: asyncio's own path.
+            return await _AsyncioSockets.sock_recv(self, sock, n)  # type: ignore[no-any-return]
+        result = sock_recv_start(self, sock, n)
+        if result.__class__ is bytes:
+            return result
+        return await result  # type: ignore[no-any-return]
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        if (
+            type(sock) is not socket.socket
+            or data.__class__ is not bytes
+            or self.get_debug()
+            or sock.gettimeout() != 0
+        ):
+            return await _AsyncioSockets.sock_sendall(self, sock, data)  # type: ignore[no-any-return]
+        n = sock_send_now(sock, data)
+        if n == len(data):
+            return None
+        # The socket's buffer is full: the rest as asyncio sends it.
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_writer(fd, self._sock_sendall, fut, sock, memoryview(data), [n])
+        fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
+        return await fut  # type: ignore[no-any-return]
 
     def _make_socket_transport(
         self,

@@ -9,7 +9,17 @@ from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
 
-__all__ = ["DatagramCore", "Handle", "LoopCore", "StreamTransport", "TimerHandle", "WorkerPool"]
+__all__ = [
+    "DatagramCore",
+    "Handle",
+    "LoopCore",
+    "StreamTransport",
+    "TimerHandle",
+    "WatchDone",
+    "WorkerPool",
+    "sock_recv_start",
+    "sock_send_now",
+]
 
 @disjoint_base
 class Handle:
@@ -179,3 +189,10 @@ class DatagramCore:
     def reads_natively(self) -> bool: ...
     def read_ready(self) -> None: ...
     def sendto(self, data: Any, addr: Any) -> bool: ...
+
+@final
+class WatchDone:
+    def __call__(self, fut: Any, /) -> None: ...
+
+def sock_recv_start(loop_: LoopCore, sock: Any, n: int) -> Any: ...
+def sock_send_now(sock: Any, data: bytes) -> int: ...

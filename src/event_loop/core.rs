@@ -511,7 +511,7 @@ impl LoopCore {
     }
 
     /// A new `asyncio.Future` attached to this loop.
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         static KW: py::KwNames = py::KwNames::new(&["loop"]);
         let py = slf.py();
         py::vectorcall(py::future_type(py)?, &[], &[slf.as_any()], KW.get(py)?)

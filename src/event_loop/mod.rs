@@ -8,5 +8,7 @@
 mod core;
 mod io;
 mod run;
+mod sock;
 
 pub use self::core::LoopCore;
+pub use self::sock::{sock_recv_start, sock_send_now, WatchDone};

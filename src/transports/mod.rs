@@ -20,3 +20,8 @@ thread_local! {
     /// a loop reads one socket at a time.
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
 }
+
+/// Runs `f` with the loop thread's read buffer (`MAX_READ` bytes).
+pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with(|buf| f(&mut buf.borrow_mut()))
+}
