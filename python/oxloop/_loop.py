@@ -19,13 +19,14 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, events, futures, selector_events, sslproto, tasks
+from asyncio import coroutines, events, futures, selector_events, sslproto, tasks, unix_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
+from oxloop._process import ChildWatcher
 from oxloop._transports import DatagramTransport, SocketTransport
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         self._signal_handlers: dict[int, Handle] = {}
         self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._unix_server_sockets: dict[socket.socket, int] = {}
+        self._child_watcher: ChildWatcher | None = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
@@ -208,6 +210,8 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
             return
         if self.get_debug():
             base_logger().debug("Close %r", self)
+        if self._child_watcher is not None:
+            self._child_watcher.close()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -585,8 +589,9 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         return bool(self.get_debug())
 
     @property
-    def _selector(self) -> SelectorView:
-        return SelectorView(self)
+    def _selector(self) -> SelectorView | None:
+        # asyncio's loop drops its selector on close(); pipe transports' reprs look for that.
+        return None if self.is_closed() else SelectorView(self)
 
     def add_reader(
         self, fd: Any, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
@@ -687,23 +692,45 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
-    # -- not yet implemented: each raises NotImplementedError when awaited ------------
+    # -- subprocesses (see _process.py) -------------------------------------------
 
-    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("connect_read_pipe", "pipe")
-
-    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("connect_write_pipe", "pipe")
-
-    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("subprocess_exec", "subprocess")
-
-    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_yet("subprocess_shell", "subprocess")
-
-
-def _not_yet(name: str, area: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"loop.{name}() is not implemented by oxloop yet: {area} support is not available "
-        f"in this release; use asyncio's default loop for code that needs it"
-    )
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        extra: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(  # type: ignore[attr-defined]
+            self,
+            protocol,
+            args,
+            shell,
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            waiter=waiter,
+            extra=extra,
+            **kwargs,
+        )
+        if self._child_watcher is None:
+            self._child_watcher = ChildWatcher(self)
+        self._child_watcher.add_child_handler(
+            transp.get_pid(), self._child_watcher_callback, transp
+        )
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp

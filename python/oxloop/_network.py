@@ -1,4 +1,5 @@
-"""Networking on oxloop: the interpreter's own asyncio orchestration over oxloop's reactor.
+"""Networking, pipes and subprocesses on oxloop: the interpreter's own asyncio orchestration
+over oxloop's reactor.
 
 Address resolution, happy eyeballs, `Server`, the `sock_*` coroutines, sendfile and its
 fallback, and the argument checks of `create_connection` / `create_server` /
@@ -68,6 +69,15 @@ _BORROWED = (
     "_sock_sendfile_fallback",
     "_sock_sendfile_update_filepos",
     "_sock_add_cancellation_callback",
+    # pipes and subprocesses
+    "connect_read_pipe",
+    "connect_write_pipe",
+    "subprocess_exec",
+    "subprocess_shell",
+    "_make_read_pipe_transport",
+    "_make_write_pipe_transport",
+    "_child_watcher_callback",
+    "_log_subprocess",
 )
 
 
@@ -117,6 +127,7 @@ if TYPE_CHECKING:
         def _ensure_fd_no_transport(self, fd: Any) -> None: ...
         def _sock_sendall(self, fut: Any, sock: Any, view: Any, pos: list[int]) -> None: ...
         def _sock_write_done(self, fd: int, fut: Any, handle: Any = None) -> None: ...
+        def _child_watcher_callback(self, pid: int, returncode: int, transp: Any) -> None: ...
 
 else:
     NetworkMethods = _mirror()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CATEGORIES = ("private", "not-yet", "bug", "flaky")
+CATEGORIES = ("private", "not-yet", "bug", "design", "flaky")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
 

@@ -1,0 +1,85 @@
+"""Child processes: knowing when a child of the loop exits, without a thread per child.
+
+`ChildWatcher` belongs to one loop. Where the kernel has pidfds (Linux 5.3+), each child gets
+one, watched by the loop like any fd: when it becomes readable the child has exited, and
+`waitpid` on that one pid collects it, so children the application reaps itself are never
+touched and no SIGCHLD handler is installed. Without pidfds, a thread per child waits in
+`waitpid` (asyncio's `ThreadedChildWatcher` strategy).
+
+The subprocess transport itself is asyncio's (`unix_events._UnixSubprocessTransport`), over
+oxloop's pipe transports.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from oxloop._helpers import unix_logger
+
+
+def _exit_status(pid: int) -> int:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        # Reaped elsewhere (the application called waitpid itself).
+        unix_logger().warning(
+            "child process pid %d exit status already read:  will report returncode 255", pid
+        )
+        return 255
+    return os.waitstatus_to_exitcode(status)
+
+
+class ChildWatcher:
+    """Calls `callback(pid, returncode, *args)` on the loop once a child exits."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._pidfds: dict[int, tuple[int, Callable[..., object], tuple[Any, ...]]] = {}
+        self._use_pidfd = hasattr(os, "pidfd_open")
+
+    def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
+        if self._use_pidfd:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                # No pidfds in this kernel (or not permitted): threads from now on.
+                self._use_pidfd = False
+            else:
+                self._loop._add_reader(pidfd, self._pidfd_ready, pid)
+                self._pidfds[pid] = (pidfd, callback, args)
+                return
+        thread = threading.Thread(
+            target=self._wait_in_thread,
+            name=f"oxloop-waitpid-{pid}",
+            args=(pid, callback, args),
+            daemon=True,
+        )
+        thread.start()
+
+    def _pidfd_ready(self, pid: int) -> None:
+        pidfd, callback, args = self._pidfds.pop(pid)
+        self._loop._remove_reader(pidfd)
+        try:
+            returncode = _exit_status(pid)
+        finally:
+            os.close(pidfd)
+        callback(pid, returncode, *args)
+
+    def _wait_in_thread(
+        self, pid: int, callback: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
+        returncode = _exit_status(pid)
+        if self._loop.is_closed():
+            unix_logger().warning("Loop %r that handles pid %r is closed", self._loop, pid)
+        else:
+            callback(pid, returncode, *args)
+
+    def close(self) -> None:
+        """Stops watching (the loop is closing); children still running are not waited for."""
+        for pidfd, _, _ in self._pidfds.values():
+            self._loop._remove_reader(pidfd)
+            os.close(pidfd)
+        self._pidfds.clear()
