@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import pprint
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"oxloop loops under test: {', '.join(LOOP_IDS)} (python {sys.version.split()[0]})"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory whose paths fit in a Unix socket address (108 bytes), which pytest's
+    tmp_path may not."""
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="oxl-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -15,9 +15,9 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 
 import pytest
+from netutil import HAVE_IPV6, run
 
 FILE_SIZE = 1 << 20
 
@@ -26,36 +26,13 @@ requires_datagram_calls = pytest.mark.skipif(
 )
 
 
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
-
-HAVE_IPV6 = ipv6_available()
-
-
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def nonblocking(sock):
     sock.setblocking(False)
     return sock
 
-
-@pytest.fixture
-def short_tmp():
-    path = tempfile.mkdtemp(dir="/tmp", prefix="oxk-")
-    yield path
-    for name in os.listdir(path):
-        os.unlink(os.path.join(path, name))
-    os.rmdir(path)
 
 
 @pytest.fixture

@@ -12,13 +12,9 @@ import asyncio
 import os
 import socket
 import struct
-import tempfile
 
 import pytest
-
-
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+from netutil import run
 
 
 class Handlers:
@@ -51,15 +47,6 @@ async def close_all(*writers):
         except ConnectionError:
             pass
 
-
-@pytest.fixture
-def short_tmp():
-    """A directory whose paths fit in sun_path."""
-    path = tempfile.mkdtemp(dir="/tmp", prefix="oxs-")
-    yield path
-    for name in os.listdir(path):
-        os.unlink(os.path.join(path, name))
-    os.rmdir(path)
 
 
 # -- echo -------------------------------------------------------------------------------------

@@ -21,28 +21,13 @@ import sys
 import textwrap
 
 import pytest
+from netutil import requires_ipv6, run
 
 # Connections held open at once against a single server in the scale test.
 SCALE_CONNECTIONS = 10_000
 
 
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
-
-HAVE_IPV6 = ipv6_available()
-requires_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="IPv6 loopback unavailable")
-
-
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 class Peer(asyncio.Protocol):

@@ -13,29 +13,10 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import warnings
 
 import pytest
-
-
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAVE_IPV6 = ipv6_available()
-requires_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="IPv6 loopback unavailable")
-
-
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+from netutil import requires_ipv6, run
 
 
 class Endpoint(asyncio.DatagramProtocol):
@@ -84,14 +65,6 @@ async def echo_server(loop, host="127.0.0.1", **kwargs):
     )
     return transport, transport.get_extra_info("sockname")
 
-
-@pytest.fixture
-def short_tmp():
-    path = tempfile.mkdtemp(dir="/tmp", prefix="oxd-")
-    yield path
-    for name in os.listdir(path):
-        os.unlink(os.path.join(path, name))
-    os.rmdir(path)
 
 
 # -- round trips ------------------------------------------------------------------------------

@@ -11,29 +11,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import pathlib
 import socket
 import sys
-import tempfile
 import uuid
 
 import pytest
+from netutil import run
 
 LINUX = sys.platform.startswith("linux")
 
 
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def short_tmp():
-    """A directory whose paths fit in sun_path (108 bytes); tmp_path may be too deep."""
-    path = tempfile.mkdtemp(dir="/tmp", prefix="oxu-")
-    yield pathlib.Path(path)
-    for entry in os.listdir(path):
-        os.unlink(os.path.join(path, entry))
-    os.rmdir(path)
 
 
 class Peer(asyncio.Protocol):
