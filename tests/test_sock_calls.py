@@ -10,6 +10,7 @@ argument checks, and getaddrinfo / getnameinfo answering as the socket module do
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import os
 import socket
@@ -623,6 +624,31 @@ def test_getaddrinfo_keeps_the_ipv6_scope_id(loop):
     ((family, _, _, _, sockaddr),) = run(loop, main())
     assert family == socket.AF_INET6
     assert sockaddr == ("fe80::1", 80, 0, socket.if_nametoindex("lo"))
+
+
+def test_numeric_getaddrinfo_needs_no_executor(loop, loop_name):
+    # oxloop answers numeric hosts and ports on the loop thread; asyncio always asks its
+    # executor (a documented difference, in oxloop's favour).
+    class Refusing(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("the executor was asked")
+
+    executor = Refusing(max_workers=1)
+    loop.set_default_executor(executor)
+    # In debug mode every lookup goes through the executor, to be timed and logged.
+    loop.set_debug(False)
+    try:
+        if loop_name == "oxloop":
+            got = run(loop, loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+            assert got == socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        else:
+            with pytest.raises(RuntimeError, match="executor was asked"):
+                run(loop, loop.getaddrinfo("127.0.0.1", 80))
+        # A name needs a lookup on both.
+        with pytest.raises(RuntimeError, match="executor was asked"):
+            run(loop, loop.getaddrinfo("localhost", 80))
+    finally:
+        executor.shutdown()
 
 
 def test_getaddrinfo_localhost(loop):

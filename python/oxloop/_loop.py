@@ -402,6 +402,15 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         if self.get_debug():
             getaddr_func: Callable[..., Any] = self._getaddrinfo_debug
         else:
+            # A numeric host and port need no lookup: the C library answers at once (no
+            # resolver, no hosts file), with exactly the result the same call gives in a
+            # thread, IPv6 scope ids included. Anything else goes to the executor, as in
+            # asyncio (a failure here is simply asked again there).
+            numeric = flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto, numeric)
+            except (OSError, UnicodeError):
+                pass
             getaddr_func = socket.getaddrinfo
         return await self.run_in_executor(
             None, getaddr_func, host, port, family, type, proto, flags
