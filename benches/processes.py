@@ -31,6 +31,15 @@ oxloop, asyncio, ...) so machine noise spreads evenly; the median of ``--rounds`
 shown. Nothing is pinned unless ``--pin CPUS`` is given: the children need CPU too, and they
 inherit the worker's affinity, so pinning puts them on the same CPUs.
 
+Each worker first frees a 1 MiB block, so that glibc's malloc is in the state a long-running
+process is usually in (as ``settle_malloc`` in ``echo_server.py`` does, and for the same
+reason): asyncio's pipe transport -- oxloop's too, it is the same code -- reads with
+``os.read(fd, 256 KiB)`` and shrinks the result, and until a block that large has been freed
+glibc serves every such read with an mmap, an mremap and a munmap plus page faults on the fresh
+pages. Here that cost every loop a third or more of its CPU on the pipe workload (uvloop's too:
+its stream buffers grow past the same threshold). ``--cold-malloc`` measures the workers as
+start-up left them.
+
 Python 3.11's asyncio loop watches its children with ``ThreadedChildWatcher`` (a thread per
 child in ``waitpid``); oxloop watches a pidfd per child on its reactor; uvloop uses libuv's
 process handles (a SIGCHLD handler). asyncio and oxloop start a child through
@@ -184,6 +193,13 @@ RUNNERS: dict[str, Callable[[int], Awaitable[None]]] = {
 WARMUP = {"spawn": 5, "pipe": 16 * CHUNK, "shell": 5}
 
 
+def settle_malloc() -> None:
+    """Frees a 1 MiB block, which raises glibc's mmap threshold as a long-running process's
+    first large free does (see the module docstring)."""
+    block = bytes(1 << 20)
+    del block
+
+
 def cpu_seconds(who: int) -> float:
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
@@ -221,11 +237,13 @@ class RunError(Exception):
     """One worker failed; its cell is reported as an error."""
 
 
-def run_once(loop: str, w: Workload, size: int, pin: str | None) -> dict[str, Any]:
+def run_once(loop: str, w: Workload, size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Starts a worker for one (loop, workload) and returns its report, with rates added."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", loop, w.name, str(size)]
-    if pin:
-        cmd += ["--pin", pin]
+    if args.pin:
+        cmd += ["--pin", args.pin]
+    if args.cold_malloc:
+        cmd.append("--cold-malloc")
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -349,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run each worker, and so its children, on these CPUs, e.g. 0 or 0,1 "
         "(default: unpinned)",
     )
+    parser.add_argument(
+        "--cold-malloc",
+        action="store_true",
+        help="workers skip settling the C allocator first (see the module docstring)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every run's numbers here")
     parser.add_argument(
         "--worker", nargs=3, metavar=("LOOP", "WORKLOAD", "SIZE"), help=argparse.SUPPRESS
@@ -367,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         if pin_cpus:
             os.sched_setaffinity(0, pin_cpus)
+        if not args.cold_malloc:
+            settle_malloc()
         loop_name, workload, size = args.worker
         try:
             report = worker(loop_name, workload, int(size))
@@ -400,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Python {python}, loops: {', '.join(loops)}, {args.rounds} round(s) (median), "
         f"scale {args.scale:g}, a fresh interpreter per run, "
-        + (f"pinned to CPU(s) {args.pin}" if args.pin else "unpinned"),
+        + (f"pinned to CPU(s) {args.pin}" if args.pin else "unpinned")
+        + (", cold malloc" if args.cold_malloc else ""),
         flush=True,
     )
     results: dict[str, dict[str, list[dict[str, Any]] | None]] = {}
@@ -415,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                 if runs is None:
                     continue
                 try:
-                    report = run_once(loop, w, size, args.pin)
+                    report = run_once(loop, w, size, args)
                 except RunError as exc:
                     print(f"  {loop:8} round {rnd}: error: {exc}", flush=True)
                     cells[loop] = None
@@ -471,6 +497,7 @@ def print_table(
     print(
         f"\nMedian of {args.rounds} round(s), Python {python}, a fresh interpreter per run, "
         + (f"pinned to CPU(s) {args.pin}" if args.pin else "unpinned")
+        + (", workers with malloc as start-up left it" if args.cold_malloc else "")
         + ". Parent CPU is the benchmark process's own user + system time (children "
         "excluded) per child or per GiB"
         + (
@@ -521,7 +548,12 @@ def write_json(
         "cpus": os.cpu_count(),
         "pinned": args.pin,
         "versions": versions,
-        "settings": {"rounds": args.rounds, "scale": args.scale, "concurrency": CONCURRENCY},
+        "settings": {
+            "rounds": args.rounds,
+            "scale": args.scale,
+            "concurrency": CONCURRENCY,
+            "cold_malloc": args.cold_malloc,
+        },
         "rows": [
             {
                 "workload": wname,
