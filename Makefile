@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.ready: requirements-dev.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,4 +64,9 @@ ECHO_ARGS ?=
 bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a pure-Rust floor)
 	$(PY) benches/echo.py $(ECHO_ARGS)
 
-.PHONY: help venv build demo test test-debug test-versions lint bench bench-echo
+PROCESSES_ARGS ?=
+
+bench-processes: build ## Subprocess spawn and pipe throughput: asyncio vs uvloop vs oxloop
+	$(PY) benches/processes.py $(PROCESSES_ARGS)
+
+.PHONY: help venv build demo test test-debug test-versions lint bench bench-echo bench-processes
