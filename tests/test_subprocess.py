@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
 
@@ -488,6 +489,54 @@ def test_bufsize_zero_is_accepted(loop):
     run(loop, main())
 
 
+OPEN_FDS = (
+    "import os\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    "print(*[fd for fd in map(int, os.listdir('/proc/self/fd')) if fd > 2 and is_open(fd)])\n"
+)
+
+
+def is_inheritable(fd):
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /proc/self/fd")
+def test_close_fds_false_passes_only_inheritable_fds(loop):
+    # With close_fds=False a child gets every inheritable fd; the loop's own (epoll, wakeup,
+    # pidfds of running children, pipes of other children) must not be among them.
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+
+    async def main():
+        sleeper = await asyncio.create_subprocess_exec(SLEEP, "60", stdin=PIPE, stdout=PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", OPEN_FDS, stdout=PIPE, close_fds=False
+        )
+        out, _ = await proc.communicate()
+        inheritable = {
+            fd for fd in map(int, os.listdir("/proc/self/fd")) if fd > 2 and is_inheritable(fd)
+        }
+        sleeper.kill()
+        await sleeper.communicate()
+        return {int(fd) for fd in out.split()}, inheritable
+
+    try:
+        in_child, inheritable = run(loop, main())
+    finally:
+        os.close(r)
+        os.close(w)
+    assert w in in_child
+    assert in_child <= inheritable
+
+
 # -- the subprocess transport -----------------------------------------------------------------
 
 
@@ -855,6 +904,45 @@ def test_children_reaped_by_the_application_are_left_alone(loop):
         statuses = (exited_before.wait(), exits_during.wait())
     assert statuses == (7, -signal.SIGKILL)
     assert signal.getsignal(signal.SIGCHLD) == sigchld
+
+
+def test_subprocesses_of_a_loop_in_another_thread(loop):
+    results = []
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(SH, "-c", "echo from a thread", stdout=PIPE)
+        out, _ = await proc.communicate()
+        return out, proc.returncode
+
+    thread = threading.Thread(target=lambda: results.append(run(loop, main())))
+    thread.start()
+    thread.join()
+    assert results == [(b"from a thread\n", 0)]
+
+
+def test_cancelled_while_starting_kills_and_collects_the_child(loop):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+
+    async def main():
+        # preexec_fn reports from the child that it was started before the cancellation.
+        task = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                SLEEP, "60", stdout=PIPE, preexec_fn=lambda: os.write(w, b"started")
+            )
+        )
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        run(loop, main())
+        assert os.read(r, 100) == b"started"
+    finally:
+        os.close(r)
+        os.close(w)
+    assert_no_zombie()
 
 
 def test_two_loops_each_collect_their_own_children(loop, loop_factory):
