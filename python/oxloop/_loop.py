@@ -19,14 +19,23 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, events, futures, selector_events, sslproto, tasks, unix_events
+from asyncio import (
+    base_subprocess,
+    coroutines,
+    events,
+    futures,
+    selector_events,
+    sslproto,
+    tasks,
+    unix_events,
+)
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
-from oxloop._process import ChildWatcher
+from oxloop._process import ChildOutputTransport, ChildStdinTransport, ChildWatcher
 from oxloop._transports import DatagramTransport, SocketTransport
 
 if TYPE_CHECKING:
@@ -702,6 +711,24 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         return ssl_protocol._app_transport
 
     # -- subprocesses (see _process.py) -------------------------------------------
+
+    def _make_read_pipe_transport(
+        self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
+    ) -> Any:
+        if isinstance(protocol, base_subprocess.ReadSubprocessPipeProto):
+            return ChildOutputTransport(self, pipe, protocol, waiter, extra)
+        return unix_events._UnixReadPipeTransport(  # type: ignore[attr-defined]
+            self, pipe, protocol, waiter, extra
+        )
+
+    def _make_write_pipe_transport(
+        self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
+    ) -> Any:
+        if isinstance(protocol, base_subprocess.WriteSubprocessPipeProto):
+            return ChildStdinTransport(self, pipe, protocol, waiter, extra)
+        return unix_events._UnixWritePipeTransport(  # type: ignore[attr-defined]
+            self, pipe, protocol, waiter, extra
+        )
 
     async def _make_subprocess_transport(
         self,

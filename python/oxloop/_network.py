@@ -74,8 +74,6 @@ _BORROWED = (
     "connect_write_pipe",
     "subprocess_exec",
     "subprocess_shell",
-    "_make_read_pipe_transport",
-    "_make_write_pipe_transport",
     "_child_watcher_callback",
     "_log_subprocess",
 )
