@@ -36,7 +36,7 @@ receiving socket) is charged to the sender, so CPU per message includes the TCP/
 socket path: the Rust column shows how much of it no event loop can avoid.
 
 Each Python server first frees a 1 MiB block so that glibc's malloc is in the same state in
-every one (``settle_malloc`` in ``echo_server.py``): asyncio's transports read into a 256 KiB
+every one (``settle_malloc`` in ``benchutil.py``): asyncio's transports read into a 256 KiB
 buffer, and in a process that has never freed a block that large each read costs an mmap, an
 mremap and a munmap, which tripled asyncio's CPU per message here while oxloop's start-up
 happened to avoid it. ``--cold-malloc`` measures the servers as start-up left them.
@@ -77,6 +77,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchutil import print_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN_DIR = ROOT / "benches" / "loadgen"
@@ -566,25 +568,9 @@ def print_table(
         )
         + ".\n"
     )
-    print_markdown(header, rows)
+    print_markdown(header, rows, labels=3)
 
 
-def print_markdown(header: list[str], rows: list[list[str]]) -> None:
-    """A markdown table, the three label columns left-aligned, the numbers right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    aligns = ["<"] * 3 + [">"] * (len(header) - 3)
-
-    def line(cols: list[str]) -> str:
-        cells = (f"{c:{a}{w}}" for c, a, w in zip(cols, aligns, widths, strict=True))
-        return "| " + " | ".join(cells) + " |"
-
-    print(line(header))
-    rules = (
-        "-" * w if a == "<" else "-" * (w - 1) + ":" for a, w in zip(aligns, widths, strict=True)
-    )
-    print("| " + " | ".join(rules) + " |")
-    for row in rows:
-        print(line(row))
 
 
 def write_json(

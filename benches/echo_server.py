@@ -21,7 +21,7 @@ The server checks that the running loop is the one asked for, so a misconfigured
 factory fails loudly instead of benchmarking the wrong loop.
 
 Before serving it frees a 1 MiB block, so that every server starts with the same C allocator
-state (see ``settle_malloc``); ``--cold-malloc`` skips that.
+state (``settle_malloc`` in ``benchutil.py``); ``--cold-malloc`` skips that.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from benchutil import settle_malloc
+
 LOOPS = ("asyncio", "uvloop", "oxloop")
 MODES = ("protocol", "streams", "sock")
 READ_SIZE = 65536
@@ -49,19 +51,6 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def settle_malloc() -> None:
-    """Frees a 1 MiB block, as a long-running process has usually done by the time it serves.
-
-    asyncio's socket transports read with ``sock.recv(256 KiB)`` and shrink the result to what
-    arrived. In a fresh process that buffer is above glibc's initial mmap threshold (128 KiB),
-    so every read costs an mmap, an mremap and a munmap -- until a block that large is freed,
-    which raises the threshold for the rest of the process's life. Whether a server's start-up
-    happened to free one (oxloop's does, asyncio's does not) then decides its CPU per message
-    more than its event loop does: here it made asyncio's protocol echo about three times as
-    expensive. Freeing one block first puts every server in the same, usual state.
-    """
-    block = bytes(1 << 20)
-    del block
 
 
 def run(main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop]) -> None:

@@ -72,6 +72,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchutil import print_markdown
+
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop")
 
 # Leave the cyclic GC enabled during the timed part (--gc).
@@ -542,29 +544,6 @@ def print_table(
     print_markdown(header, rows)
 
 
-def print_markdown(header: list[str], rows: list[list[str]]) -> None:
-    """A markdown table, first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    aligns = ["<"] + [">"] * (len(header) - 1)
-
-    def line(cols: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cols, aligns, widths, strict=True))
-            + " |"
-        )
-
-    print(line(header))
-    print(
-        "| "
-        + " | ".join(
-            ("-" * w if a == "<" else "-" * (w - 1) + ":")
-            for a, w in zip(aligns, widths, strict=True)
-        )
-        + " |"
-    )
-    for row in rows:
-        print(line(row))
 
 
 def _count(n: int) -> str:

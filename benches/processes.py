@@ -32,7 +32,7 @@ shown. Nothing is pinned unless ``--pin CPUS`` is given: the children need CPU t
 inherit the worker's affinity, so pinning puts them on the same CPUs.
 
 Each worker first frees a 1 MiB block, so that glibc's malloc is in the state a long-running
-process is usually in (as ``settle_malloc`` in ``echo_server.py`` does, and for the same
+process is usually in (``settle_malloc`` in ``benchutil.py``, and for the same
 reason): asyncio's pipe transport -- oxloop's too, it is the same code -- reads with
 ``os.read(fd, 256 KiB)`` and shrinks the result, and until a block that large has been freed
 glibc serves every such read with an mmap, an mremap and a munmap plus page faults on the fresh
@@ -79,6 +79,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchutil import print_markdown, settle_malloc
 
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop")
 
@@ -193,11 +195,6 @@ RUNNERS: dict[str, Callable[[int], Awaitable[None]]] = {
 WARMUP = {"spawn": 5, "pipe": 16 * CHUNK, "shell": 5}
 
 
-def settle_malloc() -> None:
-    """Frees a 1 MiB block, which raises glibc's mmap threshold as a long-running process's
-    first large free does (see the module docstring)."""
-    block = bytes(1 << 20)
-    del block
 
 
 def cpu_seconds(who: int) -> float:
@@ -511,22 +508,6 @@ def print_table(
     print_markdown(header, rows)
 
 
-def print_markdown(header: list[str], rows: list[list[str]]) -> None:
-    """A markdown table, the first column left-aligned, the numbers right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    aligns = ["<"] + [">"] * (len(header) - 1)
-
-    def line(cols: list[str]) -> str:
-        cells = (f"{c:{a}{w}}" for c, a, w in zip(cols, aligns, widths, strict=True))
-        return "| " + " | ".join(cells) + " |"
-
-    print(line(header))
-    rules = (
-        "-" * w if a == "<" else "-" * (w - 1) + ":" for a, w in zip(aligns, widths, strict=True)
-    )
-    print("| " + " | ".join(rules) + " |")
-    for row in rows:
-        print(line(row))
 
 
 def write_json(
