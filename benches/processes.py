@@ -32,12 +32,12 @@ shown. Nothing is pinned unless ``--pin CPUS`` is given: the children need CPU t
 inherit the worker's affinity, so pinning puts them on the same CPUs.
 
 Each worker first frees a 1 MiB block, so that glibc's malloc is in the state a long-running
-process is usually in (``settle_malloc`` in ``benchutil.py`` says why): asyncio's pipe transport -- oxloop's too, it is the same code -- reads with
-``os.read(fd, 256 KiB)`` and shrinks the result, and until a block that large has been freed
-glibc serves every such read with an mmap, an mremap and a munmap plus page faults on the fresh
-pages. Here that cost every loop a third or more of its CPU on the pipe workload (uvloop's too:
-its stream buffers grow past the same threshold). ``--cold-malloc`` measures the workers as
-start-up left them.
+process is usually in (``settle_malloc`` in ``benchutil.py`` says why): asyncio's pipe transport
+-- oxloop's too, it is the same code -- reads with ``os.read(fd, 256 KiB)`` and shrinks the
+result, and until a block that large has been freed glibc serves every such read with an mmap,
+an mremap and a munmap plus page faults on the fresh pages. Here that cost every loop a third or
+more of its CPU on the pipe workload (uvloop's too: its stream buffers grow past the same
+threshold). ``--cold-malloc`` measures the workers as start-up left them.
 
 Python 3.11's asyncio loop watches its children with ``ThreadedChildWatcher`` (a thread per
 child in ``waitpid``); oxloop watches a pidfd per child on its reactor; uvloop uses libuv's
