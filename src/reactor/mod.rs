@@ -293,27 +293,23 @@ mod tests {
 
     #[test]
     fn a_closed_fd_can_be_removed_after_its_number_was_reused() {
-        use std::os::fd::{FromRawFd, OwnedFd};
         let (mut p, mut r) = new().expect("reactor");
         let (a, _b) = UnixStream::pair().expect("pair");
         let fd = a.as_raw_fd();
         r.set(fd, READ).expect("register");
-        drop(a);
-        // The number is reused before the old registration was removed from the loop (dup2
-        // makes that certain while other tests open files in parallel).
+        // The registered file is closed and its number reused before the loop hears of it:
+        // dup2 does both at once, with no window for other threads to take the number.
         let (c, mut d) = UnixStream::pair().expect("pair");
-        // SAFETY: dup2 onto a number this test owned and closed; the result is owned below.
+        // SAFETY: `fd` stays owned by `a`, which closes it (now a copy of `c`) when dropped.
         let reused = unsafe { libc::dup2(c.as_raw_fd(), fd) };
         assert_eq!(reused, fd);
-        // SAFETY: `fd` is now an open descriptor that nothing else owns.
-        let _reused = unsafe { OwnedFd::from_raw_fd(fd) };
         r.set(fd, READ | WRITE).expect("modify falls back to add");
         d.write_all(b"x").expect("write");
         let ev = poll_once(&mut p, 1000);
         assert!(ev[0].readable && ev[0].writable);
         r.set(fd, 0).expect("remove");
-        drop(c);
         assert!(poll_once(&mut p, 0).is_empty());
+        drop((a, c));
     }
 
     #[test]
