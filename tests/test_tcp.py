@@ -783,6 +783,26 @@ def test_writes_after_close_are_dropped_and_logged_after_a_few(loop, caplog):
     assert logged == ["socket.send() raised exception."] * 3
 
 
+def test_empty_writes_after_close_are_not_counted(loop, caplog):
+    async def main():
+        async with serving(loop) as (server, accepted):
+            transport, client = await loop.create_connection(Peer, *address(server))
+            peer = await accepted.get()
+            transport.close()
+            with caplog.at_level(logging.WARNING, logger="asyncio"):
+                for _ in range(10):
+                    transport.write(b"")
+                for _ in range(5):
+                    transport.write(b"dropped")
+            await client.lost
+            await peer.lost
+
+    run(loop, main())
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    # Only non-empty writes count towards the threshold (the fifth is the first logged).
+    assert logged == ["socket.send() raised exception."]
+
+
 # -- connection errors ------------------------------------------------------------------------
 
 

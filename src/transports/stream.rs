@@ -538,21 +538,28 @@ impl StreamTransport {
         self.maybe_pause_protocol(py)
     }
 
+    /// asyncio's `write()` refuses to write after `write_eof()` and during `sendfile`.
+    fn check_not_shut(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        let st = self.state.borrow_mut(py);
+        if st.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {what}() after write_eof()"
+            )));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {what}; sendfile is in progress"
+            )));
+        }
+        Ok(())
+    }
+
     /// The checks asyncio's `write()` makes before touching the socket; `Ok(false)` when the
     /// write is to be dropped (connection lost: counted and logged instead).
     fn check_writable(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
+        self.check_not_shut(py, what)?;
         let log = {
             let mut st = self.state.borrow_mut(py);
-            if st.eof {
-                return Err(PyRuntimeError::new_err(format!(
-                    "Cannot call {what}() after write_eof()"
-                )));
-            }
-            if st.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(format!(
-                    "unable to {what}; sendfile is in progress"
-                )));
-            }
             if st.conn_lost == 0 {
                 return Ok(true);
             }
@@ -694,10 +701,10 @@ impl StreamTransport {
 
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = Self::to_bytes(data)?;
-        if data.as_bytes().is_empty() && !self.state.borrow_mut(py).eof {
-            return self.check_writable(py, "write").map(drop);
-        }
-        if !self.check_writable(py, "write")? {
+        // asyncio refuses a write after write_eof() or during sendfile even when it is empty,
+        // and counts writes after the connection was lost only when they are not.
+        self.check_not_shut(py, "write")?;
+        if data.as_bytes().is_empty() || !self.check_writable(py, "write")? {
             return Ok(());
         }
         self.write_one(py, data)
