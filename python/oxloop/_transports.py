@@ -69,13 +69,14 @@ class SocketTransport(transports._FlowControlMixin):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
-        self._sock: socket.socket | None = sock
         self._sock_fd = sock.fileno()
         self._server = server
         self._protocol_connected = True
         self._core = StreamTransport.open(
             loop, self._sock_fd, self, protocol, isinstance(protocol, protocols.BufferedProtocol)
         )
+        # Set last: __del__ closes the socket only of a transport that was made.
+        self._sock: socket.socket | None = sock
         if server is not None:
             if _SERVER_TRACKS_TRANSPORTS:
                 server._attach(self)
