@@ -905,11 +905,6 @@ impl StreamTransport {
         result
     }
 
-    #[getter]
-    fn fd(&self) -> RawFd {
-        self.fd
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         let Some(st) = self.state.try_borrow_for_gc() else {
             return Ok(());
