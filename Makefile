@@ -18,7 +18,7 @@ $(VENV)/.ready: requirements-dev.txt requirements-test.txt
 venv: $(VENV)/.ready ## Create .venv with the development tools
 
 build: venv ## Build oxloop (release) into .venv
-	$(VENV)/bin/maturin develop --release --quiet
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release --quiet
 
 demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
 	$(PY) examples/demo.py
