@@ -180,7 +180,7 @@ impl LoopCore {
     }
 
     /// A handle for `callback(*args)` on this loop.
-    pub(super) fn new_handle(
+    pub(crate) fn new_handle(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
@@ -197,16 +197,6 @@ impl LoopCore {
             debug,
         )?;
         Py::new(py, handle)
-    }
-
-    /// A handle for `callback(*args)` made by native code (a transport's pre-built handles).
-    pub(crate) fn make_handle(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        debug: bool,
-    ) -> PyResult<Py<Handle>> {
-        Self::new_handle(slf, callback, args, None, debug)
     }
 
     /// Registers a native transport's fd with the reactor; returns its slot.

@@ -11,7 +11,8 @@ use std::os::fd::RawFd;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyCFunction, PyTuple};
 
 use super::core::LoopCore;
 use crate::errors::os_error;
@@ -26,8 +27,12 @@ fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
 }
 
-/// `sock.recv(n)` for a non-blocking socket: `Ok(None)` when it would block.
-fn recv_now<'py>(sock: &Bound<'py, PyAny>, n: isize) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// `sock.recv(n)` for a non-blocking socket whose fd is `fd`: `Ok(None)` when it would block.
+fn recv_now<'py>(
+    sock: &Bound<'py, PyAny>,
+    fd: RawFd,
+    n: isize,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = sock.py();
     let size = match usize::try_from(n) {
         Ok(size) if size <= MAX_NATIVE_RECV => size,
@@ -45,7 +50,6 @@ fn recv_now<'py>(sock: &Bound<'py, PyAny>, n: isize) -> PyResult<Option<Bound<'p
             }
         }
     };
-    let fd = fileno(sock)?;
     let got = crate::transports::with_read_buffer(|buf| {
         sys::recv(fd, &mut buf[..size]).map(|k| PyBytes::new(py, &buf[..k]))
     });
@@ -65,13 +69,20 @@ pub fn sock_recv_start<'py>(
     n: isize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
-    if let Some(data) = recv_now(sock, n)? {
+    let fd = fileno(sock)?;
+    if let Some(data) = recv_now(sock, fd, n)? {
         return Ok(data);
     }
     let fut = LoopCore::create_future(loop_)?;
-    let fd = fileno(sock)?;
     loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
-    let callback = wrap_pyfunction!(sock_recv_ready, py)?;
+    // One function object for every wait, made on first use.
+    static RECV_READY: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    let callback = RECV_READY
+        .get_or_try_init(py, || {
+            wrap_pyfunction!(sock_recv_ready, py).map(Bound::unbind)
+        })?
+        .bind(py)
+        .clone();
     let args = PyTuple::new(
         py,
         [fut.clone(), sock.clone(), n.into_pyobject(py)?.into_any()],
@@ -103,7 +114,7 @@ fn sock_recv_ready(fut: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>, n: isize) ->
     if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(());
     }
-    match recv_now(sock, n) {
+    match recv_now(sock, fileno(sock)?, n) {
         Ok(Some(data)) => fut
             .call_method1(intern!(py, "set_result"), (data,))
             .map(drop),

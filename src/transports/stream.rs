@@ -120,63 +120,47 @@ fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
 impl StreamTransport {
     /// Queued when the reactor reports the socket ready.
     pub(crate) fn on_ready(&self, py: Python<'_>, ev: &IoEvent) {
-        let (readable, writable) = (ev.readable, ev.writable);
-        let (read, write, core) = {
+        let pending_output = {
             let mut st = self.state.borrow_mut(py);
             st.read_closed |= ev.closed;
-            let read = readable && st.reading && !st.paused && !st.read_queued;
-            let write = writable && !st.wbuf.is_empty() && !st.write_queued;
-            st.read_queued |= read;
-            st.write_queued |= write;
-            let read = if read {
-                st.read_handle.as_ref().map(|h| h.clone_ref(py))
-            } else {
-                None
-            };
-            let write = if write {
-                st.write_handle.as_ref().map(|h| h.clone_ref(py))
-            } else {
-                None
-            };
-            (read, write, st.loop_.as_ref().map(|l| l.clone_ref(py)))
+            !st.wbuf.is_empty()
         };
-        if let Some(core) = core {
-            let core = core.get();
-            if let Some(h) = read {
-                core.push_ready(py, h);
-            }
-            if let Some(h) = write {
-                core.push_ready(py, h);
-            }
+        if ev.readable {
+            self.queue_read(py);
+        }
+        if ev.writable && pending_output {
+            self.queue_write(py);
         }
     }
 
     fn queue_read(&self, py: Python<'_>) {
-        let (handle, core) = {
-            let mut st = self.state.borrow_mut(py);
-            if st.read_queued || !st.reading || st.paused {
-                return;
-            }
-            st.read_queued = true;
-            (
-                st.read_handle.as_ref().map(|h| h.clone_ref(py)),
-                st.loop_.as_ref().map(|l| l.clone_ref(py)),
-            )
-        };
-        if let (Some(h), Some(core)) = (handle, core) {
-            core.get().push_ready(py, h);
-        }
+        self.queue(py, true);
     }
 
     fn queue_write(&self, py: Python<'_>) {
+        self.queue(py, false);
+    }
+
+    /// Puts the read (or write) handle on the ready queue, unless it is there already or
+    /// (reads) reading is off.
+    fn queue(&self, py: Python<'_>, read: bool) {
         let (handle, core) = {
             let mut st = self.state.borrow_mut(py);
-            if st.write_queued {
+            let st = &mut *st;
+            let (queued, handle) = if read {
+                if !st.reading || st.paused {
+                    return;
+                }
+                (&mut st.read_queued, &st.read_handle)
+            } else {
+                (&mut st.write_queued, &st.write_handle)
+            };
+            if *queued {
                 return;
             }
-            st.write_queued = true;
+            *queued = true;
             (
-                st.write_handle.as_ref().map(|h| h.clone_ref(py)),
+                handle.as_ref().map(|h| h.clone_ref(py)),
                 st.loop_.as_ref().map(|l| l.clone_ref(py)),
             )
         };
@@ -644,16 +628,18 @@ impl StreamTransport {
         let bound = transport.bind(py);
         let empty = PyTuple::empty(py);
         let debug = loop_.get().debug(py);
-        let read = LoopCore::make_handle(
+        let read = LoopCore::new_handle(
             loop_,
             bound.getattr(intern!(py, "_read_ready"))?,
             empty.clone(),
+            None,
             debug,
         )?;
-        let write = LoopCore::make_handle(
+        let write = LoopCore::new_handle(
             loop_,
             bound.getattr(intern!(py, "_write_ready"))?,
-            empty,
+            empty.clone(),
+            None,
             debug,
         )?;
         let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
