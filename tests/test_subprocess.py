@@ -819,9 +819,10 @@ def test_child_ignoring_sigterm_survives_terminate_but_not_kill(loop):
 
 def test_drain_raises_broken_pipe_when_the_child_stops_reading(loop):
     async def main():
-        # The child reads one line and exits, leaving most of 1 MiB unread in the transport.
+        # The child reads one line and exits, leaving megabytes unread in the transport: more
+        # than the pipe holds, even grown.
         proc = await asyncio.create_subprocess_exec(SH, "-c", "read -r line", stdin=PIPE)
-        proc.stdin.write(b"line\n" + b"x" * (1 << 20))
+        proc.stdin.write(b"line\n" + b"x" * (4 << 20))
         with pytest.raises(BrokenPipeError):
             await proc.stdin.drain()
         assert proc.stdin.is_closing()

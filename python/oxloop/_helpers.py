@@ -125,3 +125,8 @@ def set_future_state(fut: Any, exception: BaseException | None, result: Any) -> 
 def log_send_after_close() -> None:
     """A transport was written to after its connection was lost, repeatedly."""
     base_logger().warning("socket.send() raised exception.")
+
+
+def log_pipe_write_after_close() -> None:
+    """A write pipe transport was written to after it closed, repeatedly."""
+    unix_logger().warning("pipe closed by peer or os.write(pipe, data) raised exception.")

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
-from oxloop._process import ChildOutputTransport, ChildStdinTransport, ChildWatcher
-from oxloop._transports import DatagramTransport, SocketTransport
+from oxloop._process import ChildWatcher
+from oxloop._transports import DatagramTransport, SocketTransport, make_pipe_transport
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -715,20 +715,14 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
     def _make_read_pipe_transport(
         self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
     ) -> Any:
-        if isinstance(protocol, base_subprocess.ReadSubprocessPipeProto):
-            return ChildOutputTransport(self, pipe, protocol, waiter, extra)
-        return unix_events._UnixReadPipeTransport(  # type: ignore[attr-defined]
-            self, pipe, protocol, waiter, extra
-        )
+        child = isinstance(protocol, base_subprocess.ReadSubprocessPipeProto)
+        return make_pipe_transport(self, pipe, protocol, waiter, extra, write=False, child=child)
 
     def _make_write_pipe_transport(
         self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
     ) -> Any:
-        if isinstance(protocol, base_subprocess.WriteSubprocessPipeProto):
-            return ChildStdinTransport(self, pipe, protocol, waiter, extra)
-        return unix_events._UnixWritePipeTransport(  # type: ignore[attr-defined]
-            self, pipe, protocol, waiter, extra
-        )
+        child = isinstance(protocol, base_subprocess.WriteSubprocessPipeProto)
+        return make_pipe_transport(self, pipe, protocol, waiter, extra, write=True, child=child)
 
     async def _make_subprocess_transport(
         self,

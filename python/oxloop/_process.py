@@ -7,15 +7,14 @@ touched and no SIGCHLD handler is installed. Without pidfds, a thread per child 
 `waitpid` (asyncio's `ThreadedChildWatcher` strategy).
 
 The subprocess transport itself is asyncio's (`unix_events._UnixSubprocessTransport`), over
-oxloop's pipe transports.
+oxloop's native pipe transports (`_transports.py`), which grow a child's pipes to 1 MiB once
+bulk data flows.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
-from asyncio import unix_events
 from collections.abc import Callable
 from typing import Any
 
@@ -85,65 +84,3 @@ class ChildWatcher:
             self._loop._remove_reader(pidfd)
             os.close(pidfd)
         self._pidfds.clear()
-
-
-# -- pipes to and from children -----------------------------------------------------------
-
-# A pipe holds 64 KiB by default, so a child streaming data costs a system call on each side
-# per 64 KiB. Once a child's pipe is seen full (bulk data is flowing), it is enlarged to this
-# size, which unprivileged processes may use (/proc/sys/fs/pipe-max-size). Only then, and only
-# for the pipes of children: capacity counts against the user's pipe quota.
-_BULK_PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", None)
-_DEFAULT_PIPE_SIZE = 64 * 1024
-
-
-def _enlarge(fd: int) -> None:
-    if _F_SETPIPE_SZ is None:
-        return
-    try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, _BULK_PIPE_SIZE)
-    except OSError:
-        # Over the limits, or not a pipe: it stays as it was.
-        pass
-
-
-class ChildStdinTransport(unix_events._UnixWritePipeTransport):  # type: ignore[name-defined,misc]
-    """asyncio's write pipe transport for a child's stdin, enlarging the pipe once it fills."""
-
-    _enlarged = False
-
-    def write(self, data: Any) -> None:
-        super().write(data)
-        if self._buffer and not self._enlarged:
-            self._enlarged = True
-            _enlarge(self._fileno)
-
-
-class ChildOutputTransport(unix_events._UnixReadPipeTransport):  # type: ignore[name-defined,misc]
-    """asyncio's read pipe transport for a child's stdout or stderr, enlarging the pipe once a
-    read finds it full."""
-
-    _enlarged = False
-
-    def _read_ready(self) -> None:
-        # asyncio's _UnixReadPipeTransport._read_ready, plus the size check.
-        try:
-            data = os.read(self._fileno, self.max_size)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on pipe transport")
-        else:
-            if data:
-                if len(data) >= _DEFAULT_PIPE_SIZE and not self._enlarged:
-                    self._enlarged = True
-                    _enlarge(self._fileno)
-                self._protocol.data_received(data)
-            else:
-                if self._loop.get_debug():
-                    unix_logger().info("%r was closed by peer", self)
-                self._closing = True
-                self._loop._remove_reader(self._fileno)
-                self._loop.call_soon(self._protocol.eof_received)
-                self._loop.call_soon(self._call_connection_lost, None)

@@ -1,17 +1,24 @@
-"""The Python faces of oxloop's native socket transports.
+"""The Python faces of oxloop's native transports.
 
-`SocketTransport` is what protocols receive: an `asyncio.Transport` (through asyncio's
+`SocketTransport` is what stream protocols receive: an `asyncio.Transport` (through asyncio's
 `_FlowControlMixin`, which asyncio's sendfile fallback and other code check for), whose
 per-message work is done by the native `StreamTransport` it owns. What runs once per
 connection or per error lives here and follows asyncio's `_SelectorSocketTransport` on the
 running interpreter: `connection_lost` and closing the socket, the exception handler's
 context, debug logging, the `Server` bookkeeping, `sendfile` support.
+
+`ReadPipeTransport` and `WritePipeTransport` do the same for pipes and FIFOs (children's
+stdio included), after asyncio's `_UnixReadPipeTransport` / `_UnixWritePipeTransport`.
+`DatagramTransport` is asyncio's own class with native hot paths.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
+import os
 import socket
+import stat
 import warnings
 from asyncio import (
     base_events,
@@ -21,11 +28,12 @@ from asyncio import (
     selector_events,
     transports,
     trsock,
+    unix_events,
 )
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from oxloop._helpers import base_logger
+from oxloop._helpers import base_logger, unix_logger
 from oxloop._oxloop import DatagramCore, StreamTransport
 
 # Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
@@ -39,10 +47,70 @@ def _set_nodelay(sock: socket.socket) -> None:
     base_events._set_nodelay(sock)  # type: ignore[attr-defined]
 
 
-class SocketTransport(transports._FlowControlMixin):
+class _NativeWriteFace(transports._FlowControlMixin):
+    """The writing half of a face over a native `StreamTransport`: writes, flow control, and
+    the attributes asyncio's code reads on `_FlowControlMixin` transports."""
+
+    __slots__ = ("_core",)
+
+    _core: StreamTransport
+    _loop: Any
+
+    def write(self, data: Any) -> None:
+        self._core.write(data)
+
+    def writelines(self, list_of_data: Iterable[Any]) -> None:
+        self._core.writelines(list_of_data)
+
+    def get_protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._core.get_write_buffer_size())
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return bool(self._core.protocol_paused)
+
+    @property
+    def _high_water(self) -> int:
+        return int(self._core.get_write_buffer_limits()[1])
+
+    @property
+    def _low_water(self) -> int:
+        return int(self._core.get_write_buffer_limits()[0])
+
+    def _report_protocol_failure(self, message: str, exc: BaseException) -> None:
+        self._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._core.get_protocol(),
+            }
+        )
+
+
+class SocketTransport(_NativeWriteFace):
     """A TCP or Unix stream socket transport."""
 
-    __slots__ = ("_core", "_sock", "_sock_fd", "_server", "_protocol_connected", "__weakref__")
+    __slots__ = ("_sock", "_sock_fd", "_server", "_protocol_connected", "__weakref__")
 
     # Capabilities asyncio's start_tls() and sendfile() look for.
     _start_tls_compatible = True
@@ -114,12 +182,6 @@ class SocketTransport(transports._FlowControlMixin):
 
     # -- the Transport API --------------------------------------------------------------
 
-    def write(self, data: Any) -> None:
-        self._core.write(data)
-
-    def writelines(self, list_of_data: Iterable[Any]) -> None:
-        self._core.writelines(list_of_data)
-
     def write_eof(self) -> None:
         self._core.write_eof()
 
@@ -150,41 +212,6 @@ class SocketTransport(transports._FlowControlMixin):
         self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
         self._protocol_connected = True
 
-    def get_protocol(self) -> Any:
-        return self._core.get_protocol()
-
-    def get_write_buffer_size(self) -> int:
-        return int(self._core.get_write_buffer_size())
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._core.set_write_buffer_limits(high, low)
-
-    # asyncio code reads these attributes of _FlowControlMixin transports.
-    @property
-    def _protocol(self) -> Any:
-        return self._core.get_protocol()
-
-    @property
-    def _protocol_paused(self) -> bool:
-        return bool(self._core.protocol_paused)
-
-    @property
-    def _high_water(self) -> int:
-        return int(self._core.get_write_buffer_limits()[1])
-
-    @property
-    def _low_water(self) -> int:
-        return int(self._core.get_write_buffer_limits()[0])
-
     # -- per connection and per error, called by the native engine ------------------------
 
     def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
@@ -204,16 +231,6 @@ class SocketTransport(transports._FlowControlMixin):
 
     def _force_close(self, exc: BaseException | None) -> None:
         self._core.force_close(exc)
-
-    def _report_protocol_failure(self, message: str, exc: BaseException) -> None:
-        self._loop.call_exception_handler(
-            {
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._core.get_protocol(),
-            }
-        )
 
     def _log_eof(self) -> None:
         if self._loop.get_debug():
@@ -302,3 +319,226 @@ class DatagramTransport(
         ):
             return
         super().sendto(data, addr)
+
+
+def make_pipe_transport(
+    loop: Any,
+    pipe: Any,
+    protocol: protocols.BaseProtocol,
+    waiter: Any,
+    extra: dict[str, Any] | None,
+    *,
+    write: bool,
+    child: bool,
+) -> Any:
+    """The transport `connect_read_pipe` / `connect_write_pipe` (`write=True`) make.
+
+    Pipes, FIFOs and sockets get the native transports. Other files keep asyncio's classes:
+    they refuse regular files with asyncio's `ValueError`, and a character device may be one
+    that epoll cannot watch, which asyncio reports its own way. `child`: the pipe is a
+    subprocess's stdio, which grows once bulk data flows.
+    """
+    mode = os.fstat(pipe.fileno()).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        face = WritePipeTransport if write else ReadPipeTransport
+        return face(loop, pipe, protocol, waiter, extra, child=child)
+    if write:
+        return unix_events._UnixWritePipeTransport(  # type: ignore[attr-defined]
+            loop, pipe, protocol, waiter, extra
+        )
+    return unix_events._UnixReadPipeTransport(  # type: ignore[attr-defined]
+        loop, pipe, protocol, waiter, extra
+    )
+
+
+# asyncio's default message for a pipe transport's fatal error.
+_PIPE_FATAL = "Fatal error on pipe transport"
+
+
+class _PipeFace:
+    """What the two pipe faces share: asyncio's pipe transports' life cycle."""
+
+    _core: StreamTransport
+    _loop: Any
+    _pipe: Any
+    _fileno: int
+    _extra: dict[str, Any]
+
+    def _open(
+        self,
+        loop: Any,
+        pipe: Any,
+        protocol: protocols.BaseProtocol,
+        waiter: Any,
+        extra: dict[str, Any] | None,
+        *,
+        write: bool,
+        child: bool,
+    ) -> None:
+        self._extra = {} if extra is None else extra
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._pipe = pipe
+        self._fileno = pipe.fileno()
+        os.set_blocking(self._fileno, False)
+        self._core = StreamTransport.open_pipe(loop, self._fileno, self, protocol, write, child)
+        loop.call_soon(protocol.connection_made, self)
+        # Only once connection_made() has run: reading, or (a write end) watching the reader.
+        loop.call_soon(self._core.start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
+
+    def _describe(self, polling: bool) -> list[str]:
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is None:
+            info.append("closed")
+        elif self._loop is not None and not self._loop.is_closed():
+            info.append("polling" if polling else "idle")
+        else:
+            info.append("open")
+        return info
+
+    def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
+        self._core.set_protocol(protocol, False)
+
+    def get_protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    def is_closing(self) -> bool:
+        return bool(self._core.is_closing())
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        pipe = getattr(self, "_pipe", None)
+        if pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            pipe.close()
+
+    def _report(self, exc: BaseException, message: str, quiet: bool) -> None:
+        # asyncio's _fatal_error: expected errors are logged in debug mode only.
+        if quiet:
+            if self._loop.get_debug():
+                unix_logger().debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._core.get_protocol(),
+                }
+            )
+        self._close(exc)
+
+    def _close(self, exc: BaseException | None = None) -> None:
+        self._core.force_close(exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        protocol = self._core.get_protocol()
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            if self._pipe is not None:
+                self._pipe.close()
+                self._pipe = None
+            self._loop = None
+
+
+class ReadPipeTransport(_PipeFace, transports.ReadTransport):
+    """The read end of a pipe, FIFO or socket (asyncio's `_UnixReadPipeTransport`)."""
+
+    def __init__(
+        self,
+        loop: Any,
+        pipe: Any,
+        protocol: protocols.BaseProtocol,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        child: bool = False,
+    ) -> None:
+        self._open(loop, pipe, protocol, waiter, extra, write=False, child=child)
+
+    def __repr__(self) -> str:
+        return "<{}>".format(" ".join(self._describe(self._core.is_reading())))
+
+    def is_reading(self) -> bool:
+        return bool(self._core.is_reading())
+
+    def pause_reading(self) -> None:
+        if self._core.pause_reading() and self._loop.get_debug():
+            unix_logger().debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._core.resume_reading() and self._loop.get_debug():
+            unix_logger().debug("%r resumes reading", self)
+
+    def close(self) -> None:
+        self._core.close()
+
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on pipe transport"
+    ) -> None:
+        # A terminal whose other side went away reads EIO: that is its end, not a fault.
+        self._report(exc, message, isinstance(exc, OSError) and exc.errno == errno.EIO)
+
+    def _closed_by_peer(self) -> None:
+        # The native engine read end of file; it stopped reading.
+        if self._loop.get_debug():
+            unix_logger().info("%r was closed by peer", self)
+        self._loop.call_soon(self._core.get_protocol().eof_received)
+        self._loop.call_soon(self._call_connection_lost, None)
+
+
+class WritePipeTransport(_PipeFace, _NativeWriteFace, transports.WriteTransport):
+    """The write end of a pipe, FIFO or socket (asyncio's `_UnixWritePipeTransport`)."""
+
+    def __init__(
+        self,
+        loop: Any,
+        pipe: Any,
+        protocol: protocols.BaseProtocol,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        child: bool = False,
+    ) -> None:
+        self._open(loop, pipe, protocol, waiter, extra, write=True, child=child)
+
+    def __repr__(self) -> str:
+        bufsize = self._core.get_write_buffer_size()
+        info = self._describe(bool(bufsize))
+        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
+            info.append(f"bufsize={bufsize}")
+        return "<{}>".format(" ".join(info))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._core.close()
+
+    def abort(self) -> None:
+        self._close(None)
+
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on pipe transport"
+    ) -> None:
+        self._report(exc, message, isinstance(exc, OSError))
+
+    def _read_ready(self) -> None:
+        # The native engine saw the reader go away.
+        if self._loop.get_debug():
+            unix_logger().info("%r was closed by peer", self)
+        self._close(BrokenPipeError() if self._core.get_write_buffer_size() else None)

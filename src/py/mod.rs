@@ -1,5 +1,6 @@
 //! Everything that touches the interpreter below PyO3's safe API: cached imports, the GIL-guarded
-//! cell, and the only raw FFI calls of the crate (context enter/exit, thread identity).
+//! cell, and the only raw FFI calls of the crate (context enter/exit, thread identity, filling
+//! a fresh `bytes` object in place).
 
 mod gil_cell;
 
@@ -8,7 +9,7 @@ pub use gil_cell::GilCell;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyBytes, PyTuple, PyType};
 
 static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static TASK: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -203,4 +204,77 @@ pub fn gc_track(obj: &Bound<'_, PyAny>) {
 pub fn thread_ident(_py: Python<'_>) -> u64 {
     // SAFETY: PyThread_get_thread_ident has no preconditions; it reads pthread_self().
     unsafe { ffi::PyThread_get_thread_ident() }
+}
+
+extern "C" {
+    // How CPython's own `os.read` trims the bytes object it read into. Every supported
+    // interpreter exports it; pyo3-ffi does not declare it publicly.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> libc::c_int;
+}
+
+/// A `bytes` object filled in place by `fill`, which gets `capacity` bytes of uninitialized
+/// memory and returns how many it wrote: the data is copied once, by whoever writes it there
+/// (the kernel, for a read). `reuse` is a `bytes` object made here before: if nothing else
+/// refers to it any more, its memory (likely still in the CPU's caches) is filled again.
+/// `Ok(Err(e))` when `fill` fails.
+pub fn bytes_filled_by<'py, E>(
+    py: Python<'py>,
+    reuse: Option<Bound<'py, PyBytes>>,
+    capacity: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> Result<usize, E>,
+) -> PyResult<Result<Bound<'py, PyBytes>, E>> {
+    let size = ffi::Py_ssize_t::try_from(capacity)?;
+    let mut raw = match reuse {
+        // SAFETY: reading the reference count of a live object.
+        Some(old) if unsafe { ffi::Py_REFCNT(old.as_ptr()) } == 1 => {
+            let mut raw = old.into_ptr();
+            // SAFETY: `raw` is the only reference, so no one can see the object change. Its
+            // cached hash describes the old contents, and `_PyBytes_Resize` leaves it as it is
+            // when the size stays: reset it. The resize moves the object if it must, updating
+            // `raw`; failing, it releases it, sets NULL and raises.
+            let resized = unsafe {
+                #[allow(deprecated)]
+                {
+                    (*raw.cast::<ffi::PyBytesObject>()).ob_shash = -1;
+                }
+                _PyBytes_Resize(&mut raw, size)
+            };
+            if resized != 0 {
+                return Err(PyErr::fetch(py));
+            }
+            raw
+        }
+        // SAFETY: a NULL source asks for a new, uninitialized bytes object of `size` bytes.
+        _ => unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) },
+    };
+    if raw.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `raw` is our only reference to a bytes object of `capacity` bytes not yet
+    // shared, so they may be written; `MaybeUninit` makes no claim about their contents.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(
+            ffi::PyBytes_AsString(raw).cast::<std::mem::MaybeUninit<u8>>(),
+            capacity,
+        )
+    };
+    let filled = fill(buf).map(|n| n.min(capacity));
+    // Trimmed to the bytes `fill` initialized (none when it failed).
+    let keep = match filled {
+        Ok(n) => n,
+        Err(_) => 0,
+    };
+    let resized = if keep == capacity {
+        0
+    } else {
+        // SAFETY: as above, `_PyBytes_Resize` wants the only reference to an unshared
+        // object, which `raw` still is.
+        unsafe { _PyBytes_Resize(&mut raw, keep as ffi::Py_ssize_t) }
+    };
+    if resized != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `raw` is an owned reference to a valid bytes object.
+    let obj = unsafe { Bound::from_owned_ptr(py, raw) }.cast_into::<PyBytes>()?;
+    Ok(filled.map(|_| obj))
 }

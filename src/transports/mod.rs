@@ -5,6 +5,9 @@
 
 use std::cell::RefCell;
 
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
 mod datagram;
 mod stream;
 pub mod sys;
@@ -19,6 +22,22 @@ thread_local! {
     /// The buffer reads land in before becoming a `bytes` object: one per loop thread, since
     /// a loop reads one socket at a time.
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+
+    /// The `bytes` object of the loop thread's last large read, which the next large read
+    /// fills again if the protocol did not keep it (a stream copies the data into its own
+    /// buffer): memory just used, still in the CPU's caches. One per thread, as the buffer.
+    static SPARE_BYTES: RefCell<Option<Py<PyBytes>>> = const { RefCell::new(None) };
+}
+
+fn take_spare_bytes(py: Python<'_>) -> Option<Bound<'_, PyBytes>> {
+    SPARE_BYTES
+        .with(|spare| spare.borrow_mut().take())
+        .map(|b| b.into_bound(py))
+}
+
+fn put_spare_bytes(bytes: Py<PyBytes>) {
+    let old = SPARE_BYTES.with(|spare| spare.borrow_mut().replace(bytes));
+    drop(old);
 }
 
 /// Runs `f` with the loop thread's read buffer (`MAX_READ` bytes).

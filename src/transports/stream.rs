@@ -1,12 +1,13 @@
-//! `StreamTransport`: the native engine of oxloop's socket transports.
+//! `StreamTransport`: the native engine of oxloop's socket and pipe transports.
 //!
-//! The Python face (`oxloop._transports.SocketTransport`, an `asyncio.Transport`) owns one and
-//! delegates to it; what runs per message lives here: reading into the protocol, writing with
-//! an immediate `send` and a gathering `sendmsg` for what the kernel did not take, and flow
-//! control. What runs once per connection or per error (`connection_lost`, the exception
-//! handler, logging) stays with the face, written after asyncio's `_SelectorSocketTransport`.
+//! The Python face (`oxloop._transports.SocketTransport`, an `asyncio.Transport`, or one of
+//! the pipe transports) owns one and delegates to it; what runs per message lives here:
+//! reading into the protocol, writing at once and gathering what the kernel did not take into
+//! one `sendmsg` / `writev`, and flow control. What runs once per connection or per error
+//! (`connection_lost`, the exception handler, logging) stays with the face, written after
+//! asyncio's `_SelectorSocketTransport` or its Unix pipe transports.
 //!
-//! The socket is registered with the reactor once, for both directions, edge-triggered. A
+//! The fd is registered with the reactor once, for both directions, edge-triggered. A
 //! readiness report queues the transport's own pre-built read or write handle on the loop's
 //! ready queue, so the protocol is called in the same order relative to other callbacks as on
 //! asyncio's loop, and no Python object is made per event. A read that fills the buffer is
@@ -15,7 +16,9 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
+};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
@@ -64,6 +67,31 @@ impl AsRef<[u8]> for BytesChunk {
     }
 }
 
+/// What the fd is: it decides the system calls and which of asyncio's transports to follow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A connected stream socket (asyncio's `_SelectorSocketTransport`).
+    Socket,
+    /// The read end of a pipe or FIFO, or a socket used as one (`_UnixReadPipeTransport`).
+    PipeRead,
+    /// The write end (`_UnixWritePipeTransport`). Nothing is read from it: a readiness to
+    /// read means the reader went away.
+    PipeWrite,
+}
+
+/// A pipe holds 64 KiB unless told otherwise; a child's pipe found this full carries bulk data.
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
+
+/// What a child's pipe grows to once bulk data flows: a system call on each side per 1 MiB
+/// instead of per 64 KiB. Unprivileged processes may ask this much
+/// (`/proc/sys/fs/pipe-max-size`); it counts against the user's pipe quota, hence only then.
+const BULK_PIPE_SIZE: usize = 1024 * 1024;
+
+/// A read this large predicts another: the next one goes straight into a new `bytes` object of
+/// `MAX_READ` bytes, trimmed after, rather than through the shared buffer and a copy. Smaller
+/// reads keep the buffer, where copying a few KiB costs less than allocating and trimming.
+const LARGE_READ: usize = 64 * 1024;
+
 /// Mutable state of a transport.
 struct StreamState {
     /// The loop; `None` once detached.
@@ -103,13 +131,18 @@ struct StreamState {
     wbuf: WriteQueue<BytesChunk>,
     /// `sendfile` waits on this future for the buffer to drain.
     empty_waiter: Option<Py<PyAny>>,
+    /// A child's pipe not yet enlarged to `BULK_PIPE_SIZE`.
+    enlarge: bool,
+    /// The last read was at least `LARGE_READ` bytes.
+    large_reads: bool,
 }
 
 /// The native engine of a socket transport.
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct StreamTransport {
-    /// The socket's file descriptor (owned by the Python socket object).
+    /// The file descriptor (owned by the face's socket or pipe object).
     fd: RawFd,
+    kind: Kind,
     state: GilCell<StreamState>,
 }
 
@@ -120,6 +153,12 @@ fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
 impl StreamTransport {
     /// Queued when the reactor reports the socket ready.
     pub(crate) fn on_ready(&self, py: Python<'_>, ev: &IoEvent) {
+        if self.kind == Kind::PipeWrite && ev.readable {
+            // asyncio's write pipe transport closes when its fd turns readable.
+            self.state.borrow_mut(py).read_closed = true;
+            self.queue_read(py);
+            return;
+        }
         let pending_output = {
             let mut st = self.state.borrow_mut(py);
             st.read_closed |= ev.closed;
@@ -166,6 +205,127 @@ impl StreamTransport {
         };
         if let (Some(h), Some(core)) = (handle, core) {
             core.get().push_ready(py, h);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        py: Python<'_>,
+        loop_: &Bound<'_, LoopCore>,
+        fd: RawFd,
+        kind: Kind,
+        face: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        buffered: bool,
+        enlarge: bool,
+    ) -> PyResult<Py<StreamTransport>> {
+        let transport = Py::new(
+            py,
+            StreamTransport {
+                fd,
+                kind,
+                state: GilCell::new(StreamState {
+                    loop_: Some(loop_.clone().unbind()),
+                    slot: None,
+                    face: Some(face.unbind()),
+                    protocol: Some(protocol.unbind()),
+                    buffered,
+                    read_handle: None,
+                    write_handle: None,
+                    read_queued: false,
+                    write_queued: false,
+                    reading: false,
+                    paused: false,
+                    read_closed: false,
+                    closing: false,
+                    conn_lost: 0,
+                    eof: false,
+                    protocol_paused: false,
+                    high_water: 64 * 1024,
+                    low_water: 16 * 1024,
+                    wbuf: WriteQueue::new(),
+                    empty_waiter: None,
+                    enlarge,
+                    large_reads: false,
+                }),
+            },
+        )?;
+        let bound = transport.bind(py);
+        let empty = PyTuple::empty(py);
+        let debug = loop_.get().debug(py);
+        let read = LoopCore::new_handle(
+            loop_,
+            bound.getattr(intern!(py, "_read_ready"))?,
+            empty.clone(),
+            None,
+            debug,
+        )?;
+        let write = LoopCore::new_handle(
+            loop_,
+            bound.getattr(intern!(py, "_write_ready"))?,
+            empty.clone(),
+            None,
+            debug,
+        )?;
+        let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
+        {
+            let mut st = transport.get().state.borrow_mut(py);
+            st.read_handle = Some(read);
+            st.write_handle = Some(write);
+            st.slot = Some(slot);
+        }
+        Ok(transport)
+    }
+
+    fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.kind {
+            Kind::Socket => sys::recv(self.fd, buf),
+            Kind::PipeRead | Kind::PipeWrite => sys::read(self.fd, buf),
+        }
+    }
+
+    fn read_uninit(&self, buf: &mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize> {
+        match self.kind {
+            Kind::Socket => sys::recv_uninit(self.fd, buf),
+            Kind::PipeRead | Kind::PipeWrite => sys::read_uninit(self.fd, buf),
+        }
+    }
+
+    fn write_some(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.kind {
+            Kind::Socket => sys::send(self.fd, buf),
+            Kind::PipeRead | Kind::PipeWrite => sys::write(self.fd, buf),
+        }
+    }
+
+    fn write_gathered(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self.kind {
+            Kind::Socket => sys::send_vectored(self.fd, bufs),
+            Kind::PipeRead | Kind::PipeWrite => sys::write_vectored(self.fd, bufs),
+        }
+    }
+
+    fn read_error(&self) -> &'static str {
+        match self.kind {
+            Kind::Socket => "Fatal read error on socket transport",
+            Kind::PipeRead | Kind::PipeWrite => "Fatal read error on pipe transport",
+        }
+    }
+
+    fn write_error(&self) -> &'static str {
+        match self.kind {
+            Kind::Socket => "Fatal write error on socket transport",
+            Kind::PipeRead | Kind::PipeWrite => "Fatal write error on pipe transport",
+        }
+    }
+
+    /// Grows a child's pipe the first time it is seen carrying bulk data.
+    fn enlarge_pipe(&self, py: Python<'_>) {
+        let mut st = self.state.borrow_mut(py);
+        if st.enlarge {
+            st.enlarge = false;
+            // Over the user's limits the pipe keeps its size, which is no error.
+            let _ = sys::set_pipe_size(self.fd, BULK_PIPE_SIZE);
         }
     }
 
@@ -218,30 +378,45 @@ impl StreamTransport {
     }
 
     fn read_data(&self, py: Python<'_>) -> PyResult<()> {
-        let got = READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            sys::recv(self.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
-        });
+        let got = if self.state.borrow_mut(py).large_reads {
+            let spare = super::take_spare_bytes(py);
+            crate::py::bytes_filled_by(py, spare, MAX_READ, |buf| self.read_uninit(buf))?
+                .map(|data| (data.as_bytes().len(), data))
+        } else {
+            READ_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                self.read_some(&mut buf)
+                    .map(|n| (n, PyBytes::new(py, &buf[..n])))
+            })
+        };
         let (n, data) = match got {
             Ok(v) => v,
             Err(e) if sys::would_block(&e) => return Ok(()),
-            Err(e) => return self.fatal(py, os_error(e), "Fatal read error on socket transport"),
+            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
         };
+        self.state.borrow_mut(py).large_reads = n >= LARGE_READ;
         if n == 0 {
             return self.read_eof(py);
+        }
+        if n >= DEFAULT_PIPE_SIZE {
+            self.enlarge_pipe(py);
         }
         if n == MAX_READ || self.state.borrow_mut(py).read_closed {
             // The socket may hold more (or its end): read again next iteration, as a
             // level-triggered poller would report it again.
             self.queue_read(py);
         }
+        let keep = (n >= LARGE_READ).then(|| data.clone().unbind());
         self.call_protocol(
             py,
             intern!(py, "data_received"),
             (data,),
             "Fatal error: protocol.data_received() call failed.",
-        )
-        .map(drop)
+        )?;
+        if let Some(keep) = keep {
+            super::put_spare_bytes(keep);
+        }
+        Ok(())
     }
 
     fn read_into_buffer(&self, py: Python<'_>) -> PyResult<()> {
@@ -262,12 +437,12 @@ impl StreamTransport {
         // SAFETY: `view` exports the protocol's buffer as writable, C-contiguous memory of `len`
         // bytes and stays alive (holding the export) until after the read.
         let slice = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let got = sys::recv(self.fd, slice);
+        let got = self.read_some(slice);
         let _ = view.call_method0(intern!(py, "release"));
         let n = match got {
             Ok(n) => n,
             Err(e) if sys::would_block(&e) => return Ok(()),
-            Err(e) => return self.fatal(py, os_error(e), "Fatal read error on socket transport"),
+            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
         };
         if n == 0 {
             return self.read_eof(py);
@@ -284,8 +459,22 @@ impl StreamTransport {
         .map(drop)
     }
 
-    /// asyncio's `_read_ready__on_eof`.
+    /// asyncio's `_read_ready__on_eof`; for a pipe, its read transport's end of file.
     fn read_eof(&self, py: Python<'_>) -> PyResult<()> {
+        if self.kind != Kind::Socket {
+            {
+                let mut st = self.state.borrow_mut(py);
+                st.closing = true;
+                st.reading = false;
+            }
+            return match self.face(py) {
+                Some(face) => face
+                    .bind(py)
+                    .call_method0(intern!(py, "_closed_by_peer"))
+                    .map(drop),
+                None => Ok(()),
+            };
+        }
         if let Some(face) = self.face(py) {
             face.bind(py).call_method0(intern!(py, "_log_eof"))?;
         }
@@ -316,7 +505,7 @@ impl StreamTransport {
             }
             let slices = st.wbuf.slices();
             let offered: usize = slices.iter().map(|s| s.len()).sum();
-            sys::send_vectored(self.fd, &slices).map(|n| (n, offered))
+            self.write_gathered(&slices).map(|n| (n, offered))
         };
         let (n, offered) = match sent {
             Ok(v) => v,
@@ -332,7 +521,7 @@ impl StreamTransport {
                 drop(chunks);
                 let err = os_error(e);
                 let exc = err.value(py).clone().unbind();
-                self.fatal(py, err, "Fatal write error on socket transport")?;
+                self.fatal(py, err, self.write_error())?;
                 if let Some(w) = waiter {
                     w.bind(py)
                         .call_method1(intern!(py, "set_exception"), (exc,))?;
@@ -483,7 +672,7 @@ impl StreamTransport {
         }
     }
 
-    fn to_bytes<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn to_bytes<'py>(&self, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         if let Ok(b) = data.cast::<PyBytes>() {
             return Ok(b.clone());
         }
@@ -491,6 +680,10 @@ impl StreamTransport {
             let py = data.py();
             let bytes = py.get_type::<PyBytes>().call1((data,))?;
             return Ok(bytes.cast_into::<PyBytes>()?);
+        }
+        if self.kind != Kind::Socket {
+            // asyncio's pipe transport asserts the type.
+            return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
         Err(PyTypeError::new_err(format!(
             "data argument must be a bytes-like object, not {:?}",
@@ -504,16 +697,15 @@ impl StreamTransport {
         if queued_before {
             self.state.borrow_mut(py).wbuf.push(BytesChunk::new(data));
         } else {
-            let sent = match sys::send(self.fd, data.as_bytes()) {
+            let sent = match self.write_some(data.as_bytes()) {
                 Ok(n) => n,
                 Err(e) if sys::would_block(&e) => 0,
-                Err(e) => {
-                    return self.fatal(py, os_error(e), "Fatal write error on socket transport")
-                }
+                Err(e) => return self.fatal(py, os_error(e), self.write_error()),
             };
             if sent == data.as_bytes().len() {
                 return Ok(());
             }
+            self.enlarge_pipe(py);
             self.state
                 .borrow_mut(py)
                 .wbuf
@@ -544,7 +736,9 @@ impl StreamTransport {
         self.check_not_shut(py, what)?;
         let log = {
             let mut st = self.state.borrow_mut(py);
-            if st.conn_lost == 0 {
+            // A write pipe is closed by write_eof(): later writes are dropped too.
+            let dropped = st.conn_lost > 0 || (self.kind == Kind::PipeWrite && st.closing);
+            if !dropped {
                 return Ok(true);
             }
             let log = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
@@ -552,7 +746,11 @@ impl StreamTransport {
             log
         };
         if log {
-            crate::py::call_helper(py, "log_send_after_close", ())?;
+            let helper = match self.kind {
+                Kind::Socket => "log_send_after_close",
+                Kind::PipeRead | Kind::PipeWrite => "log_pipe_write_after_close",
+            };
+            crate::py::call_helper(py, helper, ())?;
         }
         Ok(false)
     }
@@ -586,8 +784,8 @@ fn writable_bytes(view: &Bound<'_, PyMemoryView>) -> PyResult<(*mut u8, usize)> 
 
 #[pymethods]
 impl StreamTransport {
-    /// Registers `fd` with `loop` for a transport whose Python face is `face`. Reading starts
-    /// with `start_reading()`, which the face schedules after `connection_made`.
+    /// Registers `fd` with `loop` for a socket transport whose Python face is `face`. Reading
+    /// starts with `start_reading()`, which the face schedules after `connection_made`.
     #[staticmethod]
     fn open(
         py: Python<'_>,
@@ -597,71 +795,44 @@ impl StreamTransport {
         protocol: Bound<'_, PyAny>,
         buffered: bool,
     ) -> PyResult<Py<StreamTransport>> {
-        let transport = Py::new(
-            py,
-            StreamTransport {
-                fd,
-                state: GilCell::new(StreamState {
-                    loop_: Some(loop_.clone().unbind()),
-                    slot: None,
-                    face: Some(face.unbind()),
-                    protocol: Some(protocol.unbind()),
-                    buffered,
-                    read_handle: None,
-                    write_handle: None,
-                    read_queued: false,
-                    write_queued: false,
-                    reading: false,
-                    paused: false,
-                    read_closed: false,
-                    closing: false,
-                    conn_lost: 0,
-                    eof: false,
-                    protocol_paused: false,
-                    high_water: 64 * 1024,
-                    low_water: 16 * 1024,
-                    wbuf: WriteQueue::new(),
-                    empty_waiter: None,
-                }),
-            },
-        )?;
-        let bound = transport.bind(py);
-        let empty = PyTuple::empty(py);
-        let debug = loop_.get().debug(py);
-        let read = LoopCore::new_handle(
-            loop_,
-            bound.getattr(intern!(py, "_read_ready"))?,
-            empty.clone(),
-            None,
-            debug,
-        )?;
-        let write = LoopCore::new_handle(
-            loop_,
-            bound.getattr(intern!(py, "_write_ready"))?,
-            empty.clone(),
-            None,
-            debug,
-        )?;
-        let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
-        {
-            let mut st = transport.get().state.borrow_mut(py);
-            st.read_handle = Some(read);
-            st.write_handle = Some(write);
-            st.slot = Some(slot);
-        }
-        Ok(transport)
+        Self::create(py, loop_, fd, Kind::Socket, face, protocol, buffered, false)
+    }
+
+    /// The same for a pipe's read (`write=False`) or write end. A write end's
+    /// `start_reading()` starts watching for the reader to go away. `enlarge`: a child's pipe,
+    /// to grow once bulk data flows.
+    #[staticmethod]
+    fn open_pipe(
+        py: Python<'_>,
+        loop_: &Bound<'_, LoopCore>,
+        fd: RawFd,
+        face: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        write: bool,
+        enlarge: bool,
+    ) -> PyResult<Py<StreamTransport>> {
+        let kind = if write {
+            Kind::PipeWrite
+        } else {
+            Kind::PipeRead
+        };
+        Self::create(py, loop_, fd, kind, face, protocol, false, enlarge)
     }
 
     /// Called once `connection_made` ran.
     fn start_reading(&self, py: Python<'_>) {
-        {
+        let look = {
             let mut st = self.state.borrow_mut(py);
             if st.closing || st.loop_.is_none() {
                 return;
             }
             st.reading = true;
+            // A write end has nothing to read; only a reader already gone is news.
+            self.kind != Kind::PipeWrite || st.read_closed
+        };
+        if look {
+            self.queue_read(py);
         }
-        self.queue_read(py);
     }
 
     fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
@@ -670,6 +841,17 @@ impl StreamTransport {
             st.read_queued = false;
             if st.conn_lost > 0 || !st.reading || st.paused {
                 return Ok(());
+            }
+            if self.kind == Kind::PipeWrite {
+                st.reading = false;
+                drop(st);
+                return match self.face(py) {
+                    Some(face) => face
+                        .bind(py)
+                        .call_method0(intern!(py, "_read_ready"))
+                        .map(drop),
+                    None => Ok(()),
+                };
             }
             st.buffered
         };
@@ -686,7 +868,7 @@ impl StreamTransport {
     }
 
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = Self::to_bytes(data)?;
+        let data = self.to_bytes(data)?;
         // asyncio refuses a write after write_eof() or during sendfile even when it is empty,
         // and counts writes after the connection was lost only when they are not.
         self.check_not_shut(py, "write")?;
@@ -699,7 +881,7 @@ impl StreamTransport {
     fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut chunks = Vec::new();
         for item in list_of_data.try_iter()? {
-            chunks.push(Self::to_bytes(&item?)?);
+            chunks.push(self.to_bytes(&item?)?);
         }
         if !self.check_writable(py, "writelines")? {
             return Ok(());
@@ -718,6 +900,10 @@ impl StreamTransport {
     }
 
     fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        if self.kind != Kind::Socket {
+            // A pipe has no half-close: its end of file is its closing.
+            return self.do_close(py);
+        }
         let shutdown_now = {
             let mut st = self.state.borrow_mut(py);
             if st.closing || st.eof {

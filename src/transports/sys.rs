@@ -2,6 +2,7 @@
 //! `EINTR`. Pure Rust: no Python types here.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 /// Runs a libc call returning -1 on error, retrying while it is interrupted by a signal.
@@ -23,8 +24,18 @@ macro_rules! syscall {
     };
 }
 
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: same layout; the callers below only let the kernel write initialized bytes.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
 /// `recv(fd, buf)`: the number of bytes read, 0 at end of stream.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_uninit(fd, as_uninit(buf))
+}
+
+/// `recv` into memory not yet initialized; the first `n` bytes are, once it returns `n`.
+pub fn recv_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     syscall!(libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
@@ -89,6 +100,40 @@ pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len() as _;
     syscall!(libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)).map(|n| n as usize)
+}
+
+/// `read(fd, buf)`, for pipes and other files `recv` does not take.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    read_uninit(fd, as_uninit(buf))
+}
+
+/// `read` into memory not yet initialized, as [`recv_uninit`].
+pub fn read_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    syscall!(libc::read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
+}
+
+/// `write(fd, buf)`. Python ignores `SIGPIPE`, so a closed reader shows as `EPIPE`.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    syscall!(libc::write(fd, buf.as_ptr().cast(), buf.len())).map(|n| n as usize)
+}
+
+/// A gathering `write`: all of `bufs` in one `writev`.
+pub fn write_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if let [only] = bufs {
+        return write(fd, only);
+    }
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix; writev reads only the
+    // `bufs.len()` entries.
+    let iov = bufs.as_ptr().cast::<libc::iovec>();
+    let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    syscall!(libc::writev(fd, iov, count)).map(|n| n as usize)
+}
+
+/// `fcntl(fd, F_SETPIPE_SZ, size)`: a pipe's capacity (the kernel rounds it up to a power of
+/// two pages).
+pub fn set_pipe_size(fd: RawFd, size: usize) -> io::Result<()> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    syscall!(libc::fcntl(fd, libc::F_SETPIPE_SZ, size)).map(drop)
 }
 
 /// `shutdown(fd, SHUT_WR)`: the peer sees end of stream; reading goes on.
@@ -201,6 +246,47 @@ mod tests {
         // The deprecated IPv4-compatible form keeps its dotted tail, as glibc writes it.
         v6.s6_addr[12..].copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(ipv6_text(&v6).as_deref(), Some("::1.2.3.4"));
+    }
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+        assert_eq!(made, 0);
+        (fds[0], fds[1])
+    }
+
+    fn close(fd: RawFd) {
+        // SAFETY: `fd` came from `pipe()` in this test and is closed once.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn pipes_carry_gathered_writes_in_order() {
+        let (r, w) = pipe();
+        let parts = [IoSlice::new(b"ab"), IoSlice::new(b"cd"), IoSlice::new(b"e")];
+        assert_eq!(write_vectored(w, &parts).expect("writev"), 5);
+        let mut got = [0u8; 8];
+        assert_eq!(read(r, &mut got).expect("read"), 5);
+        assert_eq!(&got[..5], b"abcde");
+        let err = read(r, &mut got).expect_err("drained");
+        assert!(would_block(&err));
+        close(w);
+        assert_eq!(read(r, &mut got).expect("eof"), 0);
+        close(r);
+    }
+
+    #[test]
+    fn a_pipe_can_grow() {
+        let (r, w) = pipe();
+        set_pipe_size(w, 1 << 20).expect("F_SETPIPE_SZ");
+        // SAFETY: plain fcntl query on a descriptor this test owns.
+        let size = unsafe { libc::fcntl(w, libc::F_GETPIPE_SZ) };
+        assert_eq!(size, 1 << 20);
+        close(r);
+        let err = write(w, b"x").expect_err("no reader");
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+        close(w);
     }
 
     #[test]
