@@ -93,6 +93,39 @@ def test_echo(loop, host):
     run(loop, main())
 
 
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", pytest.param("::1", marks=requires_ipv6)], ids=["ipv4", "ipv6"]
+)
+def test_many_senders_each_get_their_own_replies(loop, host):
+    # More senders than a loop might remember, interleaved: each datagram must be reported
+    # with its own sender's address, and the echo must go back to that sender alone.
+    async def main():
+        server, server_addr = await echo_server(loop, host)
+        clients = [
+            await loop.create_datagram_endpoint(Endpoint, remote_addr=server_addr[:2])
+            for _ in range(40)
+        ]
+        for round_ in range(3):
+            for i, (client, _) in enumerate(clients):
+                client.sendto(f"{round_}:{i}".encode())
+            for i, (client, proto) in enumerate(clients):
+                data, addr = await proto.datagrams.get()
+                assert (data, addr) == (f"{round_}:{i}".encode(), server_addr)
+                assert proto.datagrams.empty()
+        seen = {}
+        sproto = server.get_protocol()
+        while not sproto.datagrams.empty():
+            data, addr = sproto.datagrams.get_nowait()
+            seen.setdefault(addr, set()).add(data.split(b":")[1])
+        assert seen == {
+            client.get_extra_info("sockname"): {str(i).encode()}
+            for i, (client, _) in enumerate(clients)
+        }
+        await close_all(server, *(client for client, _ in clients))
+
+    run(loop, main())
+
+
 def test_datagram_boundaries_and_size(loop):
     async def main():
         server, server_addr = await echo_server(loop)

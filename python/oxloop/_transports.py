@@ -307,18 +307,9 @@ class DatagramTransport(
         super().__init__(loop, sock, protocol, address, waiter, extra)  # type: ignore[call-arg]
         # Replies to senders take the native path; a connected socket keeps asyncio's
         # (send() without an address).
-        self._native_sendto = not self._address and not self._extra.get("peername")
-
-    def sendto(self, data: Any, addr: Any = None) -> None:
-        if (
-            addr is not None
-            and self._native_sendto
-            and not self._buffer
-            and not self._conn_lost
-            and self._native.sendto(data, addr)
-        ):
-            return
-        super().sendto(data, addr)
+        if not self._address and not self._extra.get("peername"):
+            self._native.use_fast_sendto(super().sendto)
+            self.sendto = self._native.sendto  # type: ignore[method-assign]
 
 
 def make_pipe_transport(

@@ -3,10 +3,14 @@
 //! The transport itself (`oxloop._transports.DatagramTransport`) is asyncio's own datagram
 //! transport class of the running interpreter, so buffering, flow control, closing and every
 //! version-specific rule stay asyncio's. This core replaces its two hot paths: the read
-//! callback (one `recvfrom` into a reused buffer, the sender's address built natively, then
-//! `datagram_received`) and the common case of `sendto` (nothing buffered, an address this
-//! transport received from), which becomes one `sendto` system call with the address it
-//! already holds in binary form.
+//! callback (one `recvfrom` into a reused buffer, then `datagram_received` with the sender's
+//! address) and the common case of `sendto` (nothing buffered, an address this transport
+//! received from), which becomes one `sendto` system call with the address it already holds
+//! in binary form; anything else goes on to asyncio's `sendto`.
+//!
+//! The address tuples of recent senders are kept: a datagram from one of them is handed the
+//! same tuple again (tuples are immutable, so only `is` could tell), and a reply to it is
+//! found by identity.
 //!
 //! The socket is watched with a level-triggered fd watcher, so one datagram is read per report
 //! and no read is spent learning that the socket is empty.
@@ -38,8 +42,20 @@ struct DatagramState {
     /// The Python transport (asyncio's datagram transport class).
     face: Option<Py<PyAny>>,
     /// `(address object, its binary form)`, most recent last; the objects are the tuples
-    /// handed to `datagram_received`, matched by identity.
+    /// handed to `datagram_received`.
     addresses: Vec<(Py<PyAny>, RawAddr)>,
+    /// asyncio's own `sendto`, bound to the face: every case the fast path does not take.
+    fallback: Option<Py<PyAny>>,
+}
+
+impl RawAddr {
+    fn bytes(&self) -> &[u8] {
+        let len = (self.len as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: `storage` is plain old data of at least `len` bytes.
+        unsafe {
+            std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len)
+        }
+    }
 }
 
 /// The native half of a datagram transport over an `AF_INET` / `AF_INET6` socket.
@@ -99,6 +115,18 @@ impl DatagramCore {
             .map(|f| f.clone_ref(py))
     }
 
+    /// The tuple handed out before for this sender, made most recent.
+    fn known_sender<'py>(&self, py: Python<'py>, addr: &RawAddr) -> Option<Bound<'py, PyAny>> {
+        let mut st = self.state.borrow_mut(py);
+        let at = st
+            .addresses
+            .iter()
+            .rposition(|(_, a)| a.bytes() == addr.bytes())?;
+        let last = st.addresses.len() - 1;
+        st.addresses[at..].rotate_left(1);
+        Some(st.addresses[last].0.bind(py).clone())
+    }
+
     fn remember(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, addr: RawAddr) {
         let dropped = {
             let mut st = self.state.borrow_mut(py);
@@ -133,6 +161,7 @@ impl DatagramCore {
             state: GilCell::new(DatagramState {
                 face: Some(face),
                 addresses: Vec::new(),
+                fallback: None,
             }),
         }
     }
@@ -175,34 +204,55 @@ impl DatagramCore {
                     .map(drop);
             }
         };
-        let address = match address_to_py(py, &addr)? {
-            Some(t) => {
-                let t = t.into_any();
-                self.remember(py, &t, addr);
-                t
-            }
-            None => py.None().into_bound(py),
+        let address = match self.known_sender(py, &addr) {
+            Some(t) => t,
+            None => match address_to_py(py, &addr)? {
+                Some(t) => {
+                    let t = t.into_any();
+                    self.remember(py, &t, addr);
+                    t
+                }
+                None => py.None().into_bound(py),
+            },
         };
         protocol
             .call_method1(intern!(py, "datagram_received"), (data, address))
             .map(drop)
     }
 
-    /// Sends `data` to `addr` at once when `data` is non-empty `bytes` and `addr` is an address
-    /// this transport received from; `False` when the caller must take asyncio's path (which
-    /// also handles a send that failed here, by trying it again and reporting the outcome).
-    fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> bool {
-        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
-            return false;
-        };
-        let bytes = bytes.as_bytes();
-        if bytes.is_empty() {
-            return false;
+    /// asyncio's `sendto` (`fallback`) for an unconnected socket, which then no longer
+    /// goes through Python for a reply to a known sender.
+    fn use_fast_sendto(&self, py: Python<'_>, fallback: Py<PyAny>) {
+        let old = self.state.borrow_mut(py).fallback.replace(fallback);
+        drop(old);
+    }
+
+    /// The transport's `sendto` once `use_fast_sendto` was called: at once when nothing is
+    /// buffered, the transport is intact, `data` is non-empty `bytes` and `addr` an address
+    /// this transport received from; else (and when that send fails, which asyncio's path
+    /// tries again and reports) asyncio's own.
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if let Some(addr) = addr {
+            if self.try_sendto(py, data, addr)? {
+                return Ok(());
+            }
         }
-        let Some(raw) = self.lookup(py, addr) else {
-            return false;
-        };
-        sys::send_to(self.fd, bytes, &raw.storage, raw.len).is_ok()
+        let fallback = self
+            .state
+            .borrow_mut(py)
+            .fallback
+            .as_ref()
+            .map(|f| f.clone_ref(py));
+        match fallback {
+            Some(f) => f.bind(py).call1((data, addr)).map(drop),
+            None => Ok(()),
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -210,6 +260,7 @@ impl DatagramCore {
             return Ok(());
         };
         visit.call(&st.face)?;
+        visit.call(&st.fallback)?;
         for (obj, _) in st.addresses.iter() {
             visit.call(obj)?;
         }
@@ -221,8 +272,43 @@ impl DatagramCore {
             let Some(mut st) = self.state.try_borrow_mut(py) else {
                 return;
             };
-            (st.face.take(), std::mem::take(&mut st.addresses))
+            (
+                st.face.take(),
+                st.fallback.take(),
+                std::mem::take(&mut st.addresses),
+            )
         };
         drop(released);
+    }
+}
+
+impl DatagramCore {
+    fn try_sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+            return Ok(false);
+        };
+        let bytes = bytes.as_bytes();
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        let Some(raw) = self.lookup(py, addr) else {
+            return Ok(false);
+        };
+        let Some(face) = self.face(py) else {
+            return Ok(false);
+        };
+        let face = face.bind(py);
+        // asyncio queues behind datagrams already buffered, and drops after a loss.
+        if face.getattr(intern!(py, "_buffer"))?.len()? != 0
+            || face.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+        {
+            return Ok(false);
+        }
+        Ok(sys::send_to(self.fd, bytes, &raw.storage, raw.len).is_ok())
     }
 }
