@@ -40,7 +40,7 @@ test-versions: ## pytest and the conformance run on every other supported interp
 	  [ -x "$$py" ] || py=$$(command -v python$$v || true); \
 	  if [ -z "$$py" ] || [ ! -x "$$py" ]; then echo "python$$v: not installed, skipped"; continue; fi; \
 	  venv=.venv-$$v; \
-	  [ -x $$venv/bin/maturin ] || { $$py -m venv $$venv && $$venv/bin/pip install --quiet -r requirements-test.txt; } || exit 1; \
+	  [ $$venv/.ready -nt requirements-test.txt ] || { { [ -x $$venv/bin/python ] || $$py -m venv $$venv; } && $$venv/bin/pip install --quiet -r requirements-test.txt && touch $$venv/.ready; } || exit 1; \
 	  echo "== python$$v"; \
 	  VIRTUAL_ENV=$$PWD/$$venv $$venv/bin/maturin develop --quiet || exit 1; \
 	  $$venv/bin/python -m pytest -q -x tests || exit 1; \

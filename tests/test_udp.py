@@ -66,7 +66,6 @@ async def echo_server(loop, host="127.0.0.1", **kwargs):
     return transport, transport.get_extra_info("sockname")
 
 
-
 # -- round trips ------------------------------------------------------------------------------
 
 
@@ -108,7 +107,7 @@ def test_many_senders_each_get_their_own_replies(loop, host):
         for round_ in range(3):
             for i, (client, _) in enumerate(clients):
                 client.sendto(f"{round_}:{i}".encode())
-            for i, (client, proto) in enumerate(clients):
+            for i, (_, proto) in enumerate(clients):
                 data, addr = await proto.datagrams.get()
                 assert (data, addr) == (f"{round_}:{i}".encode(), server_addr)
                 assert proto.datagrams.empty()
