@@ -23,18 +23,21 @@ build: venv ## Build oxloop (release) into .venv
 demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
 	$(PY) examples/demo.py
 
-test: build ## Run every test: cargo (oxloop and benches/loadgen), pytest, CPython's test_asyncio conformance
+test-servers: ## Install the servers tests start for themselves (PostgreSQL), if missing
+	bash scripts/test-servers.sh
+
+test: build test-servers ## Run every test: cargo (oxloop and benches/loadgen), pytest, CPython's test_asyncio conformance
 	cargo test --quiet
 	cargo test --quiet --manifest-path benches/loadgen/Cargo.toml
 	$(PY) -m pytest -q
 	$(PY) tests/conformance/run.py
 
-test-debug: build ## pytest again in asyncio debug mode (PYTHONASYNCIODEBUG=1), as users run it
+test-debug: build test-servers ## pytest again in asyncio debug mode (PYTHONASYNCIODEBUG=1), as users run it
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q --ignore=tests/test_timers_memory.py
 
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
-test-versions: ## pytest and the conformance run on every other supported interpreter found
+test-versions: test-servers ## pytest and the conformance run on every other supported interpreter found
 	@for v in $(OTHER_PYTHONS); do \
 	  py=$$(pyenv prefix $$v 2>/dev/null)/bin/python; \
 	  [ -x "$$py" ] || py=$$(command -v python$$v || true); \
@@ -69,4 +72,4 @@ PROCESSES_ARGS ?=
 bench-processes: build ## Subprocess spawn and pipe throughput: asyncio vs uvloop vs oxloop
 	$(PY) benches/processes.py $(PROCESSES_ARGS)
 
-.PHONY: help venv build demo test test-debug test-versions lint bench bench-echo bench-processes
+.PHONY: help venv build demo test-servers test test-debug test-versions lint bench bench-echo bench-processes

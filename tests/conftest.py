@@ -155,3 +155,15 @@ def short_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(dir="/tmp", prefix="oxl-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server of the test run's own (see servers.py), started on first use."""
+    from servers import PostgresCluster
+
+    cluster = PostgresCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

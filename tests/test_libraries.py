@@ -1,9 +1,10 @@
 """The libraries people run on a drop-in loop: aiohttp (client, server, websockets), the
-websockets package and uvicorn, over real sockets on 127.0.0.1, on both loops.
+websockets package, uvicorn and asyncpg, over real sockets on 127.0.0.1, on both loops.
 
 They exercise the transports the way production code does: aiohttp's server tunes write
 buffer limits and pauses reading, its client pools connections, websockets frames messages
-over streams, uvicorn serves through its httptools protocol with flow control.
+over streams, uvicorn serves through its httptools protocol with flow control, asyncpg runs
+its own protocol against a real PostgreSQL server (the `postgres` fixture starts one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import os
 
 import aiohttp
+import asyncpg
 import pytest
 import uvicorn
 from aiohttp import web as aiohttp_web
@@ -187,5 +189,61 @@ def test_uvicorn_serves_on_the_running_loop(loop, http):
         finally:
             server.should_exit = True
             await serving
+
+    run(loop, main())
+
+
+def test_asyncpg(loop, postgres):
+    where = {
+        "host": postgres.host,
+        "port": postgres.port,
+        "user": postgres.user,
+        "database": postgres.database,
+    }
+
+    async def main():
+        conn = await asyncpg.connect(**where)
+        try:
+            assert await conn.fetchval("select $1::int + 1", 41) == 42
+            await conn.execute("create temporary table t (id int primary key, s text)")
+            rows = [(i, f"row {i}" * 10) for i in range(50_000)]
+            await conn.copy_records_to_table("t", records=rows)
+            got = await conn.fetch("select id, s from t order by id")
+            assert [tuple(r) for r in got] == rows
+
+            # A transaction rolled back leaves nothing behind.
+            with pytest.raises(ZeroDivisionError):
+                async with conn.transaction():
+                    await conn.execute("delete from t")
+                    raise ZeroDivisionError
+            assert await conn.fetchval("select count(*) from t") == len(rows)
+
+            # A query cut short by its timeout is cancelled on the server (asyncpg opens a
+            # second connection for that) and the connection stays usable.
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.execute("select pg_sleep(30)", timeout=0.2)
+            assert await conn.fetchval("select 'still here'") == "still here"
+
+            # Notifications arrive unasked, between queries.
+            heard = asyncio.Queue()
+            await conn.add_listener("news", lambda *args: heard.put_nowait(args[-1]))
+            other = await asyncpg.connect(**where)
+            try:
+                for i in range(20):
+                    await other.execute(f"notify news, 'item {i}'")
+            finally:
+                await other.close()
+            assert [await heard.get() for _ in range(20)] == [f"item {i}" for i in range(20)]
+        finally:
+            await conn.close()
+
+        pool = await asyncpg.create_pool(**where, min_size=2, max_size=8)
+        try:
+            doubled = await asyncio.gather(
+                *(pool.fetchval("select $1::int * 2", i) for i in range(1_000))
+            )
+            assert doubled == [2 * i for i in range(1_000)]
+        finally:
+            await pool.close()
 
     run(loop, main())
