@@ -354,17 +354,18 @@ class _PipeFace:
     _pipe: Any
     _fileno: int
     _extra: dict[str, Any]
+    # Which end the face is; set by each face.
+    _WRITE_END: bool
 
-    def _open(
+    def __init__(
         self,
         loop: Any,
         pipe: Any,
         protocol: protocols.BaseProtocol,
-        waiter: Any,
-        extra: dict[str, Any] | None,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
         *,
-        write: bool,
-        child: bool,
+        child: bool = False,
     ) -> None:
         self._extra = {} if extra is None else extra
         self._extra["pipe"] = pipe
@@ -372,7 +373,9 @@ class _PipeFace:
         self._pipe = pipe
         self._fileno = pipe.fileno()
         os.set_blocking(self._fileno, False)
-        self._core = StreamTransport.open_pipe(loop, self._fileno, self, protocol, write, child)
+        self._core = StreamTransport.open_pipe(
+            loop, self._fileno, self, protocol, self._WRITE_END, child
+        )
         loop.call_soon(protocol.connection_made, self)
         # Only once connection_made() has run: reading, or (a write end) watching the reader.
         loop.call_soon(self._core.start_reading)
@@ -410,9 +413,12 @@ class _PipeFace:
             self._core.detach()
             pipe.close()
 
-    def _report(self, exc: BaseException, message: str, quiet: bool) -> None:
-        # asyncio's _fatal_error: expected errors are logged in debug mode only.
-        if quiet:
+    def _expected(self, exc: BaseException) -> bool:
+        """Whether a fatal error is one asyncio logs in debug mode only."""
+        raise NotImplementedError
+
+    def _fatal_error(self, exc: BaseException, message: str = _PIPE_FATAL) -> None:
+        if self._expected(exc):
             if self._loop.get_debug():
                 unix_logger().debug("%r: %s", self, message, exc_info=True)
         else:
@@ -445,17 +451,7 @@ class _PipeFace:
 class ReadPipeTransport(_PipeFace, transports.ReadTransport):
     """The read end of a pipe, FIFO or socket (asyncio's `_UnixReadPipeTransport`)."""
 
-    def __init__(
-        self,
-        loop: Any,
-        pipe: Any,
-        protocol: protocols.BaseProtocol,
-        waiter: Any = None,
-        extra: dict[str, Any] | None = None,
-        *,
-        child: bool = False,
-    ) -> None:
-        self._open(loop, pipe, protocol, waiter, extra, write=False, child=child)
+    _WRITE_END = False
 
     def __repr__(self) -> str:
         return "<{}>".format(" ".join(self._describe(self._core.is_reading())))
@@ -474,11 +470,9 @@ class ReadPipeTransport(_PipeFace, transports.ReadTransport):
     def close(self) -> None:
         self._core.close()
 
-    def _fatal_error(
-        self, exc: BaseException, message: str = "Fatal error on pipe transport"
-    ) -> None:
+    def _expected(self, exc: BaseException) -> bool:
         # A terminal whose other side went away reads EIO: that is its end, not a fault.
-        self._report(exc, message, isinstance(exc, OSError) and exc.errno == errno.EIO)
+        return isinstance(exc, OSError) and exc.errno == errno.EIO
 
     def _closed_by_peer(self) -> None:
         # The native engine read end of file; it stopped reading.
@@ -491,17 +485,7 @@ class ReadPipeTransport(_PipeFace, transports.ReadTransport):
 class WritePipeTransport(_PipeFace, _NativeWriteFace, transports.WriteTransport):
     """The write end of a pipe, FIFO or socket (asyncio's `_UnixWritePipeTransport`)."""
 
-    def __init__(
-        self,
-        loop: Any,
-        pipe: Any,
-        protocol: protocols.BaseProtocol,
-        waiter: Any = None,
-        extra: dict[str, Any] | None = None,
-        *,
-        child: bool = False,
-    ) -> None:
-        self._open(loop, pipe, protocol, waiter, extra, write=True, child=child)
+    _WRITE_END = True
 
     def __repr__(self) -> str:
         bufsize = self._core.get_write_buffer_size()
@@ -523,10 +507,8 @@ class WritePipeTransport(_PipeFace, _NativeWriteFace, transports.WriteTransport)
     def abort(self) -> None:
         self._close(None)
 
-    def _fatal_error(
-        self, exc: BaseException, message: str = "Fatal error on pipe transport"
-    ) -> None:
-        self._report(exc, message, isinstance(exc, OSError))
+    def _expected(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
 
     def _read_ready(self) -> None:
         # The native engine saw the reader go away.
