@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import logging
 import os
 import socket
 import stat
@@ -45,6 +46,30 @@ _SERVER_TRACKS_TRANSPORTS = (
 def _set_nodelay(sock: socket.socket) -> None:
     # Small writes go out without waiting for the peer's ACK, as on asyncio's loop.
     base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+
+
+class _NativeReadFace:
+    """The reading half of a face over a native `StreamTransport`."""
+
+    __slots__ = ()
+
+    _core: StreamTransport
+    _loop: Any
+
+    def _logger(self) -> logging.Logger:
+        # The logger the asyncio transport this face follows writes to.
+        return base_logger()
+
+    def is_reading(self) -> bool:
+        return bool(self._core.is_reading())
+
+    def pause_reading(self) -> None:
+        if self._core.pause_reading() and self._loop.get_debug():
+            self._logger().debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._core.resume_reading() and self._loop.get_debug():
+            self._logger().debug("%r resumes reading", self)
 
 
 class _NativeWriteFace(transports._FlowControlMixin):
@@ -107,7 +132,7 @@ class _NativeWriteFace(transports._FlowControlMixin):
         )
 
 
-class SocketTransport(_NativeWriteFace):
+class SocketTransport(_NativeReadFace, _NativeWriteFace):
     """A TCP or Unix stream socket transport."""
 
     __slots__ = ("_sock", "_sock_fd", "_server", "_protocol_connected", "__weakref__")
@@ -196,17 +221,6 @@ class SocketTransport(_NativeWriteFace):
 
     def is_closing(self) -> bool:
         return bool(self._core.is_closing())
-
-    def is_reading(self) -> bool:
-        return bool(self._core.is_reading())
-
-    def pause_reading(self) -> None:
-        if self._core.pause_reading() and self._loop.get_debug():
-            base_logger().debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._core.resume_reading() and self._loop.get_debug():
-            base_logger().debug("%r resumes reading", self)
 
     def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
         self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
@@ -448,7 +462,7 @@ class _PipeFace:
             self._loop = None
 
 
-class ReadPipeTransport(_PipeFace, transports.ReadTransport):
+class ReadPipeTransport(_PipeFace, _NativeReadFace, transports.ReadTransport):
     """The read end of a pipe, FIFO or socket (asyncio's `_UnixReadPipeTransport`)."""
 
     _WRITE_END = False
@@ -456,16 +470,8 @@ class ReadPipeTransport(_PipeFace, transports.ReadTransport):
     def __repr__(self) -> str:
         return "<{}>".format(" ".join(self._describe(self._core.is_reading())))
 
-    def is_reading(self) -> bool:
-        return bool(self._core.is_reading())
-
-    def pause_reading(self) -> None:
-        if self._core.pause_reading() and self._loop.get_debug():
-            unix_logger().debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._core.resume_reading() and self._loop.get_debug():
-            unix_logger().debug("%r resumes reading", self)
+    def _logger(self) -> logging.Logger:
+        return unix_logger()
 
     def close(self) -> None:
         self._core.close()
