@@ -3,7 +3,7 @@
 import asyncio
 import contextvars
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Literal, final
 
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
@@ -153,11 +153,13 @@ class LoopCore:
 class StreamTransport:
     @staticmethod
     def open(
-        loop_: LoopCore, fd: int, face: Any, protocol: Any, buffered: bool
-    ) -> StreamTransport: ...
-    @staticmethod
-    def open_pipe(
-        loop_: LoopCore, fd: int, face: Any, protocol: Any, write: bool, enlarge: bool
+        loop_: LoopCore,
+        fd: int,
+        face: Any,
+        protocol: Any,
+        buffered: bool = False,
+        pipe: Literal["read", "write"] | None = None,
+        enlarge: bool = False,
     ) -> StreamTransport: ...
     @property
     def protocol_paused(self) -> bool: ...

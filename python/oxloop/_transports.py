@@ -48,6 +48,25 @@ def _set_nodelay(sock: socket.socket) -> None:
     base_events._set_nodelay(sock)  # type: ignore[attr-defined]
 
 
+def _report_fatal(
+    face: Any, exc: BaseException, message: str, expected: bool, logger: logging.Logger
+) -> None:
+    """How asyncio's transports report a failure: an expected one (a connection's OSError) in
+    debug mode only, anything else to the loop's exception handler."""
+    if expected:
+        if face._loop.get_debug():
+            logger.debug("%r: %s", face, message, exc_info=True)
+    else:
+        face._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": face,
+                "protocol": face._core.get_protocol(),
+            }
+        )
+
+
 class _NativeReadFace:
     """The reading half of a face over a native `StreamTransport`."""
 
@@ -122,14 +141,7 @@ class _NativeWriteFace(transports._FlowControlMixin):
         return int(self._core.get_write_buffer_limits()[0])
 
     def _report_protocol_failure(self, message: str, exc: BaseException) -> None:
-        self._loop.call_exception_handler(
-            {
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._core.get_protocol(),
-            }
-        )
+        _report_fatal(self, exc, message, False, base_logger())
 
 
 class SocketTransport(_NativeReadFace, _NativeWriteFace):
@@ -229,18 +241,7 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     # -- per connection and per error, called by the native engine ------------------------
 
     def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                base_logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._core.get_protocol(),
-                }
-            )
+        _report_fatal(self, exc, message, isinstance(exc, OSError), base_logger())
         self._force_close(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
@@ -387,8 +388,13 @@ class _PipeFace:
         self._pipe = pipe
         self._fileno = pipe.fileno()
         os.set_blocking(self._fileno, False)
-        self._core = StreamTransport.open_pipe(
-            loop, self._fileno, self, protocol, self._WRITE_END, child
+        self._core = StreamTransport.open(
+            loop,
+            self._fileno,
+            self,
+            protocol,
+            pipe="write" if self._WRITE_END else "read",
+            enlarge=child,
         )
         loop.call_soon(protocol.connection_made, self)
         # Only once connection_made() has run: reading, or (a write end) watching the reader.
@@ -432,18 +438,7 @@ class _PipeFace:
         raise NotImplementedError
 
     def _fatal_error(self, exc: BaseException, message: str = _PIPE_FATAL) -> None:
-        if self._expected(exc):
-            if self._loop.get_debug():
-                unix_logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._core.get_protocol(),
-                }
-            )
+        _report_fatal(self, exc, message, self._expected(exc), unix_logger())
         self._close(exc)
 
     def _close(self, exc: BaseException | None = None) -> None:

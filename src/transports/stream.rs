@@ -784,9 +784,13 @@ fn writable_bytes(view: &Bound<'_, PyMemoryView>) -> PyResult<(*mut u8, usize)> 
 
 #[pymethods]
 impl StreamTransport {
-    /// Registers `fd` with `loop` for a socket transport whose Python face is `face`. Reading
-    /// starts with `start_reading()`, which the face schedules after `connection_made`.
+    /// Registers `fd` with `loop` for a transport whose Python face is `face`: a socket's, or
+    /// with `pipe` ("read" or "write") a pipe end's. Reading starts with `start_reading()`,
+    /// which the face schedules after `connection_made`; for a write end, that starts watching
+    /// for the reader to go away. `enlarge`: a child's pipe, to grow once bulk data flows.
     #[staticmethod]
+    #[pyo3(signature = (loop_, fd, face, protocol, buffered=false, pipe=None, enlarge=false))]
+    #[allow(clippy::too_many_arguments)]
     fn open(
         py: Python<'_>,
         loop_: &Bound<'_, LoopCore>,
@@ -794,29 +798,20 @@ impl StreamTransport {
         face: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         buffered: bool,
-    ) -> PyResult<Py<StreamTransport>> {
-        Self::create(py, loop_, fd, Kind::Socket, face, protocol, buffered, false)
-    }
-
-    /// The same for a pipe's read (`write=False`) or write end. A write end's
-    /// `start_reading()` starts watching for the reader to go away. `enlarge`: a child's pipe,
-    /// to grow once bulk data flows.
-    #[staticmethod]
-    fn open_pipe(
-        py: Python<'_>,
-        loop_: &Bound<'_, LoopCore>,
-        fd: RawFd,
-        face: Bound<'_, PyAny>,
-        protocol: Bound<'_, PyAny>,
-        write: bool,
+        pipe: Option<&str>,
         enlarge: bool,
     ) -> PyResult<Py<StreamTransport>> {
-        let kind = if write {
-            Kind::PipeWrite
-        } else {
-            Kind::PipeRead
+        let kind = match pipe {
+            None => Kind::Socket,
+            Some("read") => Kind::PipeRead,
+            Some("write") => Kind::PipeWrite,
+            Some(other) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "pipe must be 'read' or 'write', not {other:?}"
+                )))
+            }
         };
-        Self::create(py, loop_, fd, kind, face, protocol, false, enlarge)
+        Self::create(py, loop_, fd, kind, face, protocol, buffered, enlarge)
     }
 
     /// Called once `connection_made` ran.
