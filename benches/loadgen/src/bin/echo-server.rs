@@ -4,7 +4,10 @@
 //!
 //! `echo-server --tcp HOST:PORT | --unix PATH | --udp HOST:PORT` prints the address it listens
 //! on (the actual port when given port 0) as one line on stdout, then echoes until killed.
-//! Streams: every byte read is written back before more is read from that connection. UDP:
+//! Streams: every byte read is written back before more is read from that connection, and a
+//! read shorter than the buffer drained the socket: the next read waits for epoll to report
+//! new data (the registration is edge-triggered), rather than spending a system call to learn
+//! that the socket is empty -- as oxloop's and libuv's streams do. UDP:
 //! each datagram goes back to its sender; one that cannot be sent at once is dropped (the
 //! load generator resends).
 
@@ -44,11 +47,18 @@ struct Conn {
     /// `buf[start..end]` has been read and not yet written back.
     start: usize,
     end: usize,
+    /// The last read came up short and no readiness was reported since.
+    drained: bool,
 }
 
 impl Conn {
-    /// Echoes until both directions would block. `Ok(false)`: the peer closed.
-    fn drive(&mut self) -> io::Result<bool> {
+    /// Echoes until both directions would block or the socket is drained. `readable`: epoll
+    /// reported it readable; `closing`: it reported the peer's end (or an error), which a
+    /// short read leaves to be read. `Ok(false)`: the peer closed.
+    fn drive(&mut self, readable: bool, closing: bool) -> io::Result<bool> {
+        if readable {
+            self.drained = false;
+        }
         loop {
             while self.start < self.end {
                 match self.io.write(&self.buf[self.start..self.end]) {
@@ -59,10 +69,19 @@ impl Conn {
                     Err(e) => return Err(e),
                 }
             }
+            if self.drained {
+                return Ok(true);
+            }
             match self.io.read(&mut self.buf) {
                 Ok(0) => return Ok(false),
-                Ok(n) => (self.start, self.end) = (0, n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Ok(n) => {
+                    (self.start, self.end) = (0, n);
+                    self.drained = n < self.buf.len() && !closing;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -110,6 +129,7 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
                         buf: vec![0; BUF],
                         start: 0,
                         end: 0,
+                        drained: false,
                     });
                 }
                 continue;
@@ -118,7 +138,8 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
             let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            let open = conn.drive().unwrap_or_else(|e| {
+            let closing = ev.is_read_closed() || ev.is_error();
+            let open = conn.drive(ev.is_readable(), closing).unwrap_or_else(|e| {
                 if e.kind() != ErrorKind::ConnectionReset && e.kind() != ErrorKind::BrokenPipe {
                     eprintln!("echo-server: connection {slot}: {e}");
                 }
