@@ -389,6 +389,46 @@ def test_abort_drops_the_buffer(loop, pipe):
     run(loop, main())
 
 
+@pytest.mark.parametrize("how", ["write_eof", "close", "abort"])
+def test_writes_after_closing_are_dropped_and_logged_from_the_sixth(loop, pipe, caplog, how):
+    rfile, wfile = pipe
+
+    async def main():
+        writer, wproto = await loop.connect_write_pipe(Writer, wfile)
+        writer.write(b"before")
+        getattr(writer, how)()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            for _ in range(7):
+                writer.write(b"after")
+        assert await wproto.lost is None
+        reader, rproto = await loop.connect_read_pipe(Reader, rfile)
+        assert await rproto.lost is None
+        return rproto.data
+
+    # "before" went straight into the pipe, so even abort() leaves it there.
+    assert run(loop, main()) == b"before"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["pipe closed by peer or os.write(pipe, data) raised exception."] * 2
+
+
+def test_write_pipe_takes_only_bytes_like_data(loop, pipe):
+    _, wfile = pipe
+
+    async def main():
+        writer, wproto = await loop.connect_write_pipe(Writer, wfile)
+        # asyncio's pipe transport asserts the type, where its socket transport raises
+        # TypeError.
+        for bad in ("text", 42, None):
+            with pytest.raises(AssertionError):
+                writer.write(bad)
+        writer.write(b"")
+        assert writer.get_write_buffer_size() == 0
+        writer.close()
+        assert await wproto.lost is None
+
+    run(loop, main())
+
+
 def test_buffered_bytearray_is_copied(loop, pipe):
     rfile, wfile = pipe
 

@@ -119,8 +119,11 @@ struct StreamState {
     read_closed: bool,
     /// `close()` or a fatal error: no more reading, pending output is still written on close.
     closing: bool,
-    /// Set when `connection_lost` is scheduled; then counts writes attempted after that.
+    /// asyncio's `_conn_lost`: a socket's is set when `connection_lost` is scheduled, a write
+    /// pipe's by a failed write; then it counts the writes attempted after that.
     conn_lost: u32,
+    /// `connection_lost` is scheduled (once).
+    lost_scheduled: bool,
     /// `write_eof()` was called.
     eof: bool,
     /// `pause_writing()` was called and `resume_writing()` not yet.
@@ -239,6 +242,7 @@ impl StreamTransport {
                     read_closed: false,
                     closing: false,
                     conn_lost: 0,
+                    lost_scheduled: false,
                     eof: false,
                     protocol_paused: false,
                     high_water: 64 * 1024,
@@ -317,6 +321,15 @@ impl StreamTransport {
             Kind::Socket => "Fatal write error on socket transport",
             Kind::PipeRead | Kind::PipeWrite => "Fatal write error on pipe transport",
         }
+    }
+
+    /// A write the kernel refused: asyncio's write pipe transport counts it as a lost
+    /// connection before reporting it; its socket transport leaves that to closing.
+    fn write_failed(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        if self.kind != Kind::Socket {
+            self.state.borrow_mut(py).conn_lost += 1;
+        }
+        self.fatal(py, err, self.write_error())
     }
 
     /// Grows a child's pipe the first time it is seen carrying bulk data.
@@ -521,7 +534,7 @@ impl StreamTransport {
                 drop(chunks);
                 let err = os_error(e);
                 let exc = err.value(py).clone().unbind();
-                self.fatal(py, err, self.write_error())?;
+                self.write_failed(py, err)?;
                 if let Some(w) = waiter {
                     w.bind(py)
                         .call_method1(intern!(py, "set_exception"), (exc,))?;
@@ -648,7 +661,11 @@ impl StreamTransport {
         let (face, loop_) = {
             let mut st = self.state.borrow_mut(py);
             if !now {
-                st.conn_lost += 1;
+                st.lost_scheduled = true;
+                // asyncio's pipe transports leave their count alone when they close.
+                if self.kind == Kind::Socket {
+                    st.conn_lost += 1;
+                }
             }
             (
                 st.face.as_ref().map(|f| f.clone_ref(py)),
@@ -700,7 +717,7 @@ impl StreamTransport {
             let sent = match self.write_some(data.as_bytes()) {
                 Ok(n) => n,
                 Err(e) if sys::would_block(&e) => 0,
-                Err(e) => return self.fatal(py, os_error(e), self.write_error()),
+                Err(e) => return self.write_failed(py, os_error(e)),
             };
             if sent == data.as_bytes().len() {
                 return Ok(());
@@ -921,7 +938,7 @@ impl StreamTransport {
     fn force_close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let released = {
             let mut st = self.state.borrow_mut(py);
-            if st.conn_lost > 0 {
+            if st.lost_scheduled {
                 return Ok(());
             }
             st.closing = true;
