@@ -229,6 +229,40 @@ def test_large_input_and_output_at_once(loop):
     run(loop, main())
 
 
+def test_childs_pipes_grow_once_bulk_data_flows(loop, loop_name):
+    # A documented difference: oxloop grows a child's pipes to 1 MiB once one is seen full,
+    # asyncio leaves them at the kernel's 64 KiB. Small exchanges never grow them.
+    fcntl = pytest.importorskip("fcntl")
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if get_size is None:
+        pytest.skip("no F_GETPIPE_SZ here")
+
+    def sizes(proc):
+        pipes = (proc._transport.get_pipe_transport(fd) for fd in (0, 1))
+        return [fcntl.fcntl(p.get_extra_info("pipe").fileno(), get_size) for p in pipes]
+
+    async def main():
+        small = await asyncio.create_subprocess_exec(CAT, stdin=PIPE, stdout=PIPE)
+        small.stdin.write(b"x" * 1000)
+        assert await small.stdout.readexactly(1000) == b"x" * 1000
+        small_sizes = sizes(small)
+        small.stdin.close()
+        await small.wait()
+
+        bulk = await asyncio.create_subprocess_exec(CAT, stdin=PIPE, stdout=PIPE)
+        data = os.urandom(1 << 20) * 4
+        bulk.stdin.write(data)
+        assert await bulk.stdout.readexactly(len(data)) == data
+        bulk_sizes = sizes(bulk)
+        bulk.stdin.close()
+        await bulk.wait()
+        return small_sizes, bulk_sizes
+
+    small_sizes, bulk_sizes = run(loop, main())
+    assert small_sizes == [64 * 1024] * 2
+    assert bulk_sizes == ([1 << 20] * 2 if loop_name == "oxloop" else [64 * 1024] * 2)
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 12), reason="before 3.12, communicate() leaves stdin open without input"
 )
