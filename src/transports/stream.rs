@@ -140,7 +140,7 @@ struct StreamState {
     large_reads: bool,
 }
 
-/// The native engine of a socket transport.
+/// The native engine of a socket or pipe transport.
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct StreamTransport {
     /// The file descriptor (owned by the face's socket or pipe object).
@@ -154,7 +154,7 @@ fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
 }
 
 impl StreamTransport {
-    /// Queued when the reactor reports the socket ready.
+    /// Called when the reactor reports the fd ready.
     pub(crate) fn on_ready(&self, py: Python<'_>, ev: &IoEvent) {
         if self.kind == Kind::PipeWrite && ev.readable {
             // asyncio's write pipe transport closes when its fd turns readable.
