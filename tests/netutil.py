@@ -1,4 +1,4 @@
-"""Helpers shared by the networking tests."""
+"""Helpers shared by the networking and pipe tests."""
 
 from __future__ import annotations
 
@@ -30,3 +30,27 @@ def run(
 ) -> Any:
     """Runs `coro` on `loop`, failing (instead of hanging) after `timeout` seconds."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+class ChunkChecker(asyncio.Protocol):
+    """Checks each chunk against a fresh copy of it (contents and hash), keeps every other
+    chunk object and all the data."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.sizes: list[int] = []
+        self.kept: list[tuple[int, bytes]] = []
+        self.mismatches = 0
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        copy = bytes(bytearray(data))
+        if hash(data) != hash(copy) or data != copy:
+            self.mismatches += 1
+        if len(self.sizes) % 2:
+            self.kept.append((len(self.data), data))
+        self.sizes.append(len(data))
+        self.data += data
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.set_result(exc)

@@ -20,6 +20,7 @@ import sys
 import tty
 
 import pytest
+from netutil import ChunkChecker
 
 MIB = 1 << 20
 
@@ -111,30 +112,6 @@ def pipe():
 
 
 # -- reading ----------------------------------------------------------------------------------
-
-
-class ChunkChecker(asyncio.Protocol):
-    """Checks each chunk against a fresh copy of it (contents and hash), keeps every other
-    chunk object and all the data."""
-
-    def __init__(self):
-        self.data = bytearray()
-        self.sizes = []
-        self.kept = []
-        self.mismatches = 0
-        self.lost = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data):
-        copy = bytes(bytearray(data))
-        if hash(data) != hash(copy) or data != copy:
-            self.mismatches += 1
-        if len(self.sizes) % 2:
-            self.kept.append((len(self.data), data))
-        self.sizes.append(len(data))
-        self.data += data
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
 
 
 def write_blocking(wfile, payload):

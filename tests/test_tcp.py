@@ -21,7 +21,7 @@ import sys
 import textwrap
 
 import pytest
-from netutil import requires_ipv6, run
+from netutil import ChunkChecker, requires_ipv6, run
 
 # Connections held open at once against a single server in the scale test.
 SCALE_CONNECTIONS = 10_000
@@ -285,6 +285,32 @@ def test_large_payload_arrives_intact_and_in_order(loop):
         assert client.data == payload
 
     run(loop, main(), timeout=30)
+
+
+def test_large_reads_arrive_intact_whether_the_protocol_keeps_them_or_not(loop):
+    # A loop may recycle the bytes objects of large reads that protocols drop: a chunk that
+    # is kept must never change, and one that is dropped after its hash was cached must not
+    # come back with the old hash.
+    payload = os.urandom(32 << 20)
+
+    async def main():
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            sender = socket.create_connection(listener.getsockname())
+            accepted, _ = listener.accept()
+        with sender:
+            _, proto = await loop.connect_accepted_socket(ChunkChecker, accepted)
+            await loop.run_in_executor(None, sender.sendall, payload)
+            sender.shutdown(socket.SHUT_WR)
+            await proto.lost
+        return proto
+
+    proto = run(loop, main(), timeout=30)
+    assert proto.data == payload
+    assert proto.mismatches == 0
+    assert all(payload[at : at + len(chunk)] == chunk for at, chunk in proto.kept)
+    assert max(proto.sizes) > 64 * 1024
 
 
 def test_close_delivers_buffered_data_before_eof(loop):
