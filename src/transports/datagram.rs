@@ -37,6 +37,16 @@ pub struct RawAddr {
     len: libc::socklen_t,
 }
 
+impl RawAddr {
+    fn bytes(&self) -> &[u8] {
+        let len = (self.len as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: `storage` is plain old data of at least `len` bytes.
+        unsafe {
+            std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len)
+        }
+    }
+}
+
 /// Mutable state: the face, and the address cache.
 struct DatagramState {
     /// The Python transport (asyncio's datagram transport class).
@@ -46,16 +56,6 @@ struct DatagramState {
     addresses: Vec<(Py<PyAny>, RawAddr)>,
     /// asyncio's own `sendto`, bound to the face: every case the fast path does not take.
     fallback: Option<Py<PyAny>>,
-}
-
-impl RawAddr {
-    fn bytes(&self) -> &[u8] {
-        let len = (self.len as usize).min(size_of::<libc::sockaddr_storage>());
-        // SAFETY: `storage` is plain old data of at least `len` bytes.
-        unsafe {
-            std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len)
-        }
-    }
 }
 
 /// The native half of a datagram transport over an `AF_INET` / `AF_INET6` socket.
@@ -148,6 +148,36 @@ impl DatagramCore {
             .rev()
             .find(|(o, _)| o.as_ptr() == obj.as_ptr())
             .map(|(_, a)| *a)
+    }
+
+    /// The fast path of `sendto`; `Ok(false)` when asyncio's must take the datagram.
+    fn try_sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+            return Ok(false);
+        };
+        let bytes = bytes.as_bytes();
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        let Some(raw) = self.lookup(py, addr) else {
+            return Ok(false);
+        };
+        let Some(face) = self.face(py) else {
+            return Ok(false);
+        };
+        let face = face.bind(py);
+        // asyncio queues behind datagrams already buffered, and drops after a loss.
+        if face.getattr(intern!(py, "_buffer"))?.len()? != 0
+            || face.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+        {
+            return Ok(false);
+        }
+        Ok(sys::send_to(self.fd, bytes, &raw.storage, raw.len).is_ok())
     }
 }
 
@@ -279,36 +309,5 @@ impl DatagramCore {
             )
         };
         drop(released);
-    }
-}
-
-impl DatagramCore {
-    fn try_sendto(
-        &self,
-        py: Python<'_>,
-        data: &Bound<'_, PyAny>,
-        addr: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
-            return Ok(false);
-        };
-        let bytes = bytes.as_bytes();
-        if bytes.is_empty() {
-            return Ok(false);
-        }
-        let Some(raw) = self.lookup(py, addr) else {
-            return Ok(false);
-        };
-        let Some(face) = self.face(py) else {
-            return Ok(false);
-        };
-        let face = face.bind(py);
-        // asyncio queues behind datagrams already buffered, and drops after a loss.
-        if face.getattr(intern!(py, "_buffer"))?.len()? != 0
-            || face.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-        {
-            return Ok(false);
-        }
-        Ok(sys::send_to(self.fd, bytes, &raw.storage, raw.len).is_ok())
     }
 }

@@ -255,22 +255,13 @@ impl StreamTransport {
             },
         )?;
         let bound = transport.bind(py);
-        let empty = PyTuple::empty(py);
         let debug = loop_.get().debug(py);
-        let read = LoopCore::new_handle(
-            loop_,
-            bound.getattr(intern!(py, "_read_ready"))?,
-            empty.clone(),
-            None,
-            debug,
-        )?;
-        let write = LoopCore::new_handle(
-            loop_,
-            bound.getattr(intern!(py, "_write_ready"))?,
-            empty.clone(),
-            None,
-            debug,
-        )?;
+        let handle = |method: &Bound<'_, pyo3::types::PyString>| {
+            let callback = bound.getattr(method)?;
+            LoopCore::new_handle(loop_, callback, PyTuple::empty(py), None, debug)
+        };
+        let read = handle(intern!(py, "_read_ready"))?;
+        let write = handle(intern!(py, "_write_ready"))?;
         let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
         {
             let mut st = transport.get().state.borrow_mut(py);
@@ -339,6 +330,14 @@ impl StreamTransport {
             st.enlarge = false;
             // Over the user's limits the pipe keeps its size, which is no error.
             let _ = sys::set_pipe_size(self.fd, BULK_PIPE_SIZE);
+        }
+    }
+
+    /// Calls a method of the face that takes no arguments (nothing once detached).
+    fn call_face(&self, py: Python<'_>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+        match self.face(py) {
+            Some(face) => face.bind(py).call_method0(name).map(drop),
+            None => Ok(()),
         }
     }
 
@@ -480,17 +479,9 @@ impl StreamTransport {
                 st.closing = true;
                 st.reading = false;
             }
-            return match self.face(py) {
-                Some(face) => face
-                    .bind(py)
-                    .call_method0(intern!(py, "_closed_by_peer"))
-                    .map(drop),
-                None => Ok(()),
-            };
+            return self.call_face(py, intern!(py, "_closed_by_peer"));
         }
-        if let Some(face) = self.face(py) {
-            face.bind(py).call_method0(intern!(py, "_log_eof"))?;
-        }
+        self.call_face(py, intern!(py, "_log_eof"))?;
         let Some(keep_open) = self.call_protocol(
             py,
             intern!(py, "eof_received"),
@@ -747,10 +738,9 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// The checks asyncio's `write()` makes before touching the socket; `Ok(false)` when the
-    /// write is to be dropped (connection lost: counted and logged instead).
-    fn check_writable(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
-        self.check_not_shut(py, what)?;
+    /// After `check_not_shut`, the rest of asyncio's checks before a write; `Ok(false)` when
+    /// the write is to be dropped (connection lost: counted and logged instead).
+    fn check_writable(&self, py: Python<'_>) -> PyResult<bool> {
         let log = {
             let mut st = self.state.borrow_mut(py);
             // A write pipe is closed by write_eof(): later writes are dropped too.
@@ -857,13 +847,7 @@ impl StreamTransport {
             if self.kind == Kind::PipeWrite {
                 st.reading = false;
                 drop(st);
-                return match self.face(py) {
-                    Some(face) => face
-                        .bind(py)
-                        .call_method0(intern!(py, "_read_ready"))
-                        .map(drop),
-                    None => Ok(()),
-                };
+                return self.call_face(py, intern!(py, "_read_ready"));
             }
             st.buffered
         };
@@ -884,7 +868,7 @@ impl StreamTransport {
         // asyncio refuses a write after write_eof() or during sendfile even when it is empty,
         // and counts writes after the connection was lost only when they are not.
         self.check_not_shut(py, "write")?;
-        if data.as_bytes().is_empty() || !self.check_writable(py, "write")? {
+        if data.as_bytes().is_empty() || !self.check_writable(py)? {
             return Ok(());
         }
         self.write_one(py, data)
@@ -895,7 +879,8 @@ impl StreamTransport {
         for item in list_of_data.try_iter()? {
             chunks.push(self.to_bytes(&item?)?);
         }
-        if !self.check_writable(py, "writelines")? {
+        self.check_not_shut(py, "writelines")?;
+        if !self.check_writable(py)? {
             return Ok(());
         }
         let was_empty = self.state.borrow_mut(py).wbuf.is_empty();
