@@ -39,6 +39,11 @@ pub fn loop_closed() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
 
+/// A lock of the loop's was held by a thread that panicked.
+pub fn poisoned() -> PyErr {
+    PyRuntimeError::new_err("event loop state is poisoned by a panic")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

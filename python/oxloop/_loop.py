@@ -569,6 +569,19 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
                 raise RuntimeError(f"sig {sig:d} cannot be caught") from None
             raise
 
+    def _signal_socket_replaced(self, inherited_fd: int) -> None:
+        """In a forked child, the loop's signal socket is new (the old one is the parent's):
+        Python's wake-up fd follows it if it still names the inherited one. 3.12+ clears the
+        wake-up fd in every child; it stays cleared there, as for asyncio's loops."""
+        if not self._signal_handlers:
+            return
+        try:
+            previous = signal.set_wakeup_fd(self._signal_wakeup_fd())
+            if previous != inherited_fd:
+                signal.set_wakeup_fd(previous)
+        except (ValueError, OSError) as exc:  # not the main thread
+            unix_logger().info("set_wakeup_fd() failed after fork: %s", exc)
+
     def _handle_signal(self, sig: int) -> None:
         """Internal helper that is the actual signal handler."""
         handle = self._signal_handlers.get(sig)

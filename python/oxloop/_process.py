@@ -6,6 +6,11 @@ one, watched by the loop like any fd: when it becomes readable the child has exi
 touched and no SIGCHLD handler is installed. Without pidfds, a thread per child waits in
 `waitpid` (asyncio's `ThreadedChildWatcher` strategy).
 
+A child still running when its loop closes is handed to such a thread, which reaps it when it
+exits (and warns that its loop is closed, as the thread watcher does), so it is not left a
+zombie. In a process forked from the loop's, the children are the parent's: their exits are
+left to the parent, and their transports there never learn a return code.
+
 The subprocess transport itself is asyncio's (`unix_events._UnixSubprocessTransport`), over
 oxloop's native pipe transports (`_transports.py`), which grow a child's pipes to 1 MiB once
 bulk data flows.
@@ -40,6 +45,7 @@ class ChildWatcher:
         self._loop = loop
         self._pidfds: dict[int, tuple[int, Callable[..., object], tuple[Any, ...]]] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
+        self._parent = os.getpid()  # the children's parent
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
         if self._use_pidfd:
@@ -52,35 +58,45 @@ class ChildWatcher:
                 self._loop._add_reader(pidfd, self._pidfd_ready, pid)
                 self._pidfds[pid] = (pidfd, callback, args)
                 return
-        thread = threading.Thread(
-            target=self._wait_in_thread,
-            name=f"oxloop-waitpid-{pid}",
-            args=(pid, callback, args),
-            daemon=True,
-        )
-        thread.start()
+        self._start_thread(pid, self._waitpid, pid, callback, args)
+
+    @staticmethod
+    def _start_thread(pid: int, target: Callable[..., object], *args: Any) -> None:
+        name = f"oxloop-waitpid-{pid}"
+        threading.Thread(target=target, name=name, args=args, daemon=True).start()
 
     def _pidfd_ready(self, pid: int) -> None:
         pidfd, callback, args = self._pidfds.pop(pid)
         self._loop._remove_reader(pidfd)
+        if os.getpid() != self._parent:
+            os.close(pidfd)
+            return
         try:
             returncode = _exit_status(pid)
         finally:
             os.close(pidfd)
         callback(pid, returncode, *args)
 
-    def _wait_in_thread(
-        self, pid: int, callback: Callable[..., object], args: tuple[Any, ...]
-    ) -> None:
+    def _waitpid(self, pid: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
         returncode = _exit_status(pid)
         if self._loop.is_closed():
-            unix_logger().warning("Loop %r that handles pid %r is closed", self._loop, pid)
+            self._orphaned(pid)
         else:
             callback(pid, returncode, *args)
 
+    def _reap_orphan(self, pid: int) -> None:
+        _exit_status(pid)
+        self._orphaned(pid)
+
+    def _orphaned(self, pid: int) -> None:
+        unix_logger().warning("Loop %r that handles pid %r is closed", self._loop, pid)
+
     def close(self) -> None:
-        """Stops watching (the loop is closing); children still running are not waited for."""
-        for pidfd, _, _ in self._pidfds.values():
+        """Stops watching (the loop is closing); children still running go to threads."""
+        own = os.getpid() == self._parent
+        for pid, (pidfd, _, _) in self._pidfds.items():
             self._loop._remove_reader(pidfd)
             os.close(pidfd)
+            if own:
+                self._start_thread(pid, self._reap_orphan, pid)
         self._pidfds.clear()

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
-use crate::errors::{loop_closed, os_error};
+use crate::errors::{loop_closed, os_error, poisoned};
 use crate::handles::{Handle, TimerHandle};
 use crate::py::{self, GilCell};
 use crate::reactor::{self, IoEvent, Poller, Registrar};
@@ -76,8 +76,9 @@ pub struct LoopCore {
     pub(super) state: GilCell<State>,
     /// The poller, locked by the running thread for the duration of an iteration's wait.
     pub(super) poll: Mutex<Option<PollState>>,
-    /// Interrupts a wait from other threads (`call_soon_threadsafe`).
-    pub(super) waker: Arc<Waker>,
+    /// Interrupts a wait from other threads (`call_soon_threadsafe`); replaced along with the
+    /// reactor in a forked child.
+    pub(super) waker: Mutex<Arc<Waker>>,
     /// A wake-up is already on its way to the poller: further ones can be skipped.
     /// Cleared by the loop (holding the GIL) when it consumes the wake-up.
     pub(super) wake_pending: AtomicBool,
@@ -199,6 +200,48 @@ impl LoopCore {
         Py::new(py, handle)
     }
 
+    /// Gives a loop inherited through `fork()` a reactor of its own before it is used: a new
+    /// epoll instance with every watcher and transport registered again, a new waker and a new
+    /// signal socket. The parent's are left to the parent, so nothing the child does with
+    /// the loop reaches the parent's. Called before every use of the reactor.
+    pub(super) fn own_reactor(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let inherited_socket = {
+            let mut st = this.state.borrow_mut(py);
+            let st = &mut *st;
+            let Some(registrar) = st.registrar.as_mut() else {
+                return Ok(());
+            };
+            if !registrar.inherited() {
+                return Ok(());
+            }
+            // Only a thread that no longer exists in this process can hold the lock.
+            let mut poll = this.poll.try_lock().map_err(|_| {
+                PyRuntimeError::new_err(
+                    "the event loop was running in another thread when the process forked",
+                )
+            })?;
+            let poller = registrar.rebuild().map_err(os_error)?;
+            let socket = SignalSocket::new().map_err(os_error)?;
+            registrar
+                .register_token(socket.read_fd(), reactor::SIGNAL_TOKEN)
+                .map_err(os_error)?;
+            *this.waker.lock().map_err(|_| poisoned())? = registrar.waker();
+            if let Some(state) = poll.as_mut() {
+                state.poller = poller;
+            }
+            st.signal_socket.replace(socket)
+        };
+        if let Some(old) = inherited_socket {
+            slf.call_method1(
+                pyo3::intern!(py, "_signal_socket_replaced"),
+                (old.write_fd(),),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Registers a native transport's fd with the reactor; returns its slot.
     pub(crate) fn register_source(
         slf: &Bound<'_, Self>,
@@ -206,9 +249,10 @@ impl LoopCore {
         transport: Py<StreamTransport>,
     ) -> PyResult<usize> {
         let py = slf.py();
+        Self::own_reactor(slf)?;
         let mut st = slf.get().state.borrow_mut(py);
         let st = &mut *st;
-        let registrar = st.registrar.as_ref().ok_or_else(loop_closed)?;
+        let registrar = st.registrar.as_mut().ok_or_else(loop_closed)?;
         let slot = st.free_sources.pop().unwrap_or(st.sources.len());
         if let Err(e) = registrar.register_source(fd, mio::Token(reactor::SOURCE_TOKEN_BASE + slot))
         {
@@ -228,10 +272,11 @@ impl LoopCore {
     /// Undoes `register_source`.
     pub(crate) fn deregister_source(slf: &Bound<'_, Self>, fd: RawFd, slot: usize) -> PyResult<()> {
         let py = slf.py();
+        Self::own_reactor(slf)?;
         let released = {
             let mut st = slf.get().state.borrow_mut(py);
             let st = &mut *st;
-            let result = match st.registrar.as_ref() {
+            let result = match st.registrar.as_mut() {
                 Some(r) => r.deregister_source(fd).map_err(os_error),
                 None => Ok(()),
             };
@@ -285,7 +330,8 @@ impl LoopCore {
     /// Interrupts the poller if it might be waiting, at most once per iteration.
     pub(super) fn wake(&self) -> PyResult<()> {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            self.waker.wake().map_err(os_error)?;
+            let waker = self.waker.lock().map_err(|_| poisoned())?;
+            waker.wake().map_err(os_error)?;
         }
         Ok(())
     }
@@ -371,7 +417,7 @@ impl LoopCore {
                 events: Vec::with_capacity(64),
                 signals: Vec::new(),
             })),
-            waker,
+            waker: Mutex::new(waker),
             wake_pending: AtomicBool::new(false),
         })
     }
@@ -683,11 +729,7 @@ impl LoopCore {
         release_handles(py, ready, timers);
         // Dropped outside the borrow: releasing handles can run arbitrary `__del__` code.
         drop((readers, writers, registrar, signal_socket, sources));
-        let poll = self
-            .poll
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("event loop poller is poisoned"))?
-            .take();
+        let poll = self.poll.lock().map_err(|_| poisoned())?.take();
         drop(poll);
         Ok(())
     }

@@ -76,6 +76,7 @@ pub(super) fn add_watcher(
         st.debug
     };
     let handle = LoopCore::new_handle(slf, callback, args, None, debug)?;
+    LoopCore::own_reactor(slf)?;
     let previous = {
         let mut st = this.state.borrow_mut(py);
         let st = &mut *st;
@@ -115,6 +116,7 @@ pub(super) fn remove_watcher(
     let py = slf.py();
     let fd = fileobj_to_fd(fileobj)?;
     let this = slf.get();
+    LoopCore::own_reactor(slf)?;
     let removed = {
         let mut st = this.state.borrow_mut(py);
         let st = &mut *st;

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::core::{LoopCore, PollState, MAX_POLL_TIMEOUT};
-use crate::errors::os_error;
+use crate::errors::{os_error, poisoned};
 use crate::handles::{run_handle, Handle};
 use crate::py;
 use crate::reactor::{IoEvent, SIGNAL_TOKEN, SOURCE_TOKEN_BASE, WAKER_TOKEN};
@@ -77,6 +77,7 @@ fn poll_timeout(slf: &Bound<'_, LoopCore>) -> PyResult<Option<Duration>> {
 pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
+    LoopCore::own_reactor(slf)?;
     let mut timeout = poll_timeout(slf)?;
     if let Some(cap) = max_wait {
         let cap = Duration::from_secs_f64(cap.clamp(0.0, MAX_POLL_TIMEOUT));
@@ -88,10 +89,7 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyRe
         py.check_signals()?;
     }
 
-    let mut guard = this
-        .poll
-        .lock()
-        .map_err(|_| PyRuntimeError::new_err("event loop poller is poisoned"))?;
+    let mut guard = this.poll.lock().map_err(|_| poisoned())?;
     let Some(state) = guard.as_mut() else {
         return Err(crate::errors::loop_closed());
     };

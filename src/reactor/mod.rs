@@ -11,12 +11,18 @@
 //! touched by the thread running the loop (it waits without the GIL), and the [`Registrar`],
 //! which adds and removes interests and can be shared.
 //!
+//! A child made by `fork()` inherits the epoll instance itself, not a copy: an edge it reports
+//! to one process is gone for the other, and an `epoll_ctl` from either changes both. So a
+//! registrar knows whether it was made in this process ([`Registrar::inherited`]), and one
+//! inherited is given an epoll instance of its own ([`Registrar::rebuild`]) before it is used.
+//!
 //! Pure Rust: no Python types here.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -52,6 +58,26 @@ pub struct IoEvent {
     pub closed: bool,
 }
 
+/// How many `fork()`s made this process: each child counts one more than its parent.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Starts counting forks (once per process, before the first registrar exists).
+fn count_forks() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: the handler only increments an atomic, which is async-signal-safe, as a
+        // handler run in the child of a multi-threaded process must be. A failure (ENOMEM)
+        // leaves forks uncounted, as they were before this call.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(count_fork_in_child));
+        }
+    });
+}
+
 /// Waits for readiness. Owned by the thread that runs the loop.
 pub struct Poller {
     /// The mio poll instance (an epoll fd on Linux).
@@ -68,24 +94,38 @@ pub struct Registrar {
     waker: Arc<Waker>,
     /// Current interests per registered fd; an fd is registered with epoll iff present.
     interests: HashMap<RawFd, Interests>,
+    /// Tokens of the native sources, by fd; a source is registered with epoll iff present.
+    sources: HashMap<RawFd, Token>,
+    /// The fork count of the process that made the epoll instance.
+    forks: u64,
 }
 
 /// Creates a reactor: the poller and its registrar.
 pub fn new() -> io::Result<(Poller, Registrar)> {
-    let poll = Poll::new()?;
-    let registry = poll.registry().try_clone()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+    count_forks();
+    let (poller, registry, waker) = new_instance()?;
     Ok((
-        Poller {
-            poll,
-            events: Events::with_capacity(1024),
-        },
+        poller,
         Registrar {
             registry,
             waker,
             interests: HashMap::new(),
+            sources: HashMap::new(),
+            forks: FORKS.load(Ordering::Relaxed),
         },
     ))
+}
+
+/// An epoll instance: its poller, a handle on its registry and its waker.
+fn new_instance() -> io::Result<(Poller, Registry, Arc<Waker>)> {
+    let poll = Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+    let poller = Poller {
+        poll,
+        events: Events::with_capacity(1024),
+    };
+    Ok((poller, registry, waker))
 }
 
 fn fd_token(fd: RawFd) -> Token {
@@ -123,6 +163,42 @@ impl Registrar {
         self.interests.get(&fd).copied().unwrap_or(0)
     }
 
+    /// The epoll instance was made by another process, which this one was forked from.
+    pub fn inherited(&self) -> bool {
+        self.forks != FORKS.load(Ordering::Relaxed)
+    }
+
+    /// Moves every fd watcher and source to a new epoll instance, with a new waker, and returns
+    /// its poller; the old instance, shared with the process this one was forked from, is left
+    /// as that process has it. Extra sources ([`Registrar::register_token`]) are not moved:
+    /// their owner registers them again. An fd closed since it was registered is dropped, as
+    /// is one whose number now names a file epoll refuses (the new instance itself, say).
+    pub fn rebuild(&mut self) -> io::Result<Poller> {
+        let (poller, registry, waker) = new_instance()?;
+        // Dropping the old handle closes only this process's descriptor of the old instance.
+        self.registry = registry;
+        self.waker = waker;
+        self.forks = FORKS.load(Ordering::Relaxed);
+        let watchers: Vec<(RawFd, Interests)> = self.interests.drain().collect();
+        for (fd, interests) in watchers {
+            match self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, interests) {
+                Ok(()) => {
+                    self.interests.insert(fd, interests);
+                }
+                Err(e) if is_gone(&e) || is_refused(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let sources: Vec<(RawFd, Token)> = self.sources.drain().collect();
+        for (fd, token) in sources {
+            match self.register_source(fd, token) {
+                Err(e) if is_gone(&e) || is_refused(&e) => {}
+                other => other?,
+            }
+        }
+        Ok(poller)
+    }
+
     /// Registers an extra source (such as the signal socket) under its own token.
     pub fn register_token(&self, fd: RawFd, token: Token) -> io::Result<()> {
         self.registry
@@ -132,16 +208,19 @@ impl Registrar {
     /// Registers a native transport's fd for both directions, once for its lifetime: the
     /// transport reads and writes until the kernel says `EAGAIN`, so edge-triggered reports
     /// are all it needs and no later `epoll_ctl` call is made for it.
-    pub fn register_source(&self, fd: RawFd, token: Token) -> io::Result<()> {
+    pub fn register_source(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
         self.registry.register(
             &mut SourceFd(&fd),
             token,
             Interest::READABLE | Interest::WRITABLE,
-        )
+        )?;
+        self.sources.insert(fd, token);
+        Ok(())
     }
 
     /// Undoes [`Registrar::register_source`]; an fd already closed has left epoll by itself.
-    pub fn deregister_source(&self, fd: RawFd) -> io::Result<()> {
+    pub fn deregister_source(&mut self, fd: RawFd) -> io::Result<()> {
+        self.sources.remove(&fd);
         match self.registry.deregister(&mut SourceFd(&fd)) {
             Err(e) if is_gone(&e) => Ok(()),
             other => other,
@@ -211,6 +290,11 @@ impl Registrar {
 
 fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF))
+}
+
+/// epoll will not watch this file: it is an epoll instance itself, or a regular file.
+fn is_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM))
 }
 
 #[cfg(test)]
@@ -314,7 +398,7 @@ mod tests {
 
     #[test]
     fn sources_report_each_new_edge_with_no_epoll_ctl() {
-        let (mut p, r) = new().expect("reactor");
+        let (mut p, mut r) = new().expect("reactor");
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         let token = Token(SOURCE_TOKEN_BASE + 7);
         r.register_source(a.as_raw_fd(), token).expect("register");
@@ -335,6 +419,62 @@ mod tests {
         drop(a);
         r.deregister_source(b.as_raw_fd() + 1000)
             .expect("unknown fd is not an error");
+    }
+
+    #[test]
+    fn rebuild_moves_everything_to_a_new_instance_and_leaves_the_old_one_alone() {
+        let (mut old, mut r) = new().expect("reactor");
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        let (c, _d) = UnixStream::pair().expect("pair");
+        let (e, _f) = UnixStream::pair().expect("pair");
+        let source = Token(SOURCE_TOKEN_BASE + 1);
+        r.set(a.as_raw_fd(), READ).expect("watch a");
+        r.register_source(c.as_raw_fd(), source)
+            .expect("register c");
+        r.set(e.as_raw_fd(), READ).expect("watch e");
+        let gone = e.as_raw_fd();
+        drop(e);
+        let old_waker = r.waker();
+        let mut new = r.rebuild().expect("rebuild");
+        assert_eq!(r.interests(gone), 0, "a closed fd is dropped");
+        b.write_all(b"x").expect("write");
+        let mut tokens: Vec<Token> = poll_once(&mut new, 1000).iter().map(|e| e.token).collect();
+        tokens.sort();
+        assert_eq!(tokens, vec![Token(a.as_raw_fd() as usize), source]);
+        // Changes made through the rebuilt registrar stay in the new instance.
+        r.set(a.as_raw_fd(), 0).expect("unwatch a");
+        r.deregister_source(c.as_raw_fd()).expect("deregister c");
+        assert!(poll_once(&mut new, 0).is_empty());
+        r.waker().wake().expect("wake");
+        assert_eq!(poll_once(&mut new, 1000)[0].token, WAKER_TOKEN);
+        let mut tokens: Vec<Token> = poll_once(&mut old, 1000).iter().map(|e| e.token).collect();
+        tokens.sort();
+        assert_eq!(tokens, vec![Token(a.as_raw_fd() as usize), source]);
+        old_waker.wake().expect("wake the old instance");
+        assert!(poll_once(&mut new, 0).is_empty());
+        // `a` is still readable, and its watcher there level-triggered: both are reported.
+        let tokens: Vec<Token> = poll_once(&mut old, 1000).iter().map(|e| e.token).collect();
+        assert!(tokens.contains(&WAKER_TOKEN), "{tokens:?}");
+    }
+
+    #[test]
+    fn a_forked_child_knows_its_registrar_is_inherited() {
+        let (_p, r) = new().expect("reactor");
+        assert!(!r.inherited());
+        // SAFETY: the child only reads an atomic and exits with `_exit`, both async-signal-safe,
+        // as the child of a multi-threaded test runner requires.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = if r.inherited() { 0 } else { 1 };
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; `pid` is this process's child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(!r.inherited(), "the parent's registrar stays its own");
     }
 
     #[test]
