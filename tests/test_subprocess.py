@@ -13,6 +13,7 @@ at once, and children the application reaps itself, which the loop must leave al
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import signal
@@ -212,6 +213,18 @@ def test_child_stdin_is_a_pipe_it_can_reopen(loop):
         out, _ = await proc.communicate(b"through /dev/stdin")
         assert out == b"True\nthrough /dev/stdin"
         assert proc.returncode == 0
+
+    run(loop, main())
+
+
+def test_child_stdout_and_stderr_are_pipes_it_can_reopen(loop):
+    # On a socketpair, `> /dev/stdout` fails with ENXIO ("No such device or address").
+    script = "echo out > /dev/stdout; echo err > /dev/stderr; test -p /dev/stdout"
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(SH, "-c", script, stdout=PIPE, stderr=PIPE)
+        out, err = await proc.communicate()
+        assert (out, err, proc.returncode) == (b"out\n", b"err\n", 0)
 
     run(loop, main())
 
@@ -866,6 +879,29 @@ def test_drain_raises_broken_pipe_when_the_child_stops_reading(loop):
     run(loop, main())
 
 
+def test_drain_raises_connection_reset_once_the_child_closed_its_stdin(loop):
+    async def main():
+        # The child closes its stdin but keeps running; the parent writes only once the loop
+        # has seen the pipe's reader go (a write end turns readable), with nothing buffered.
+        script = "exec 0<&-; echo closed; exec sleep 5"
+        proc = await asyncio.create_subprocess_exec(SH, "-c", script, stdin=PIPE, stdout=PIPE)
+        assert await proc.stdout.readline() == b"closed\n"
+        for _ in range(50):
+            if proc.stdin.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        assert proc.stdin.is_closing()
+        proc.stdin.write(b"too late")
+        with pytest.raises(ConnectionResetError):
+            await proc.stdin.drain()
+        assert await stdin_close_error(proc) is None
+        proc.kill()
+        assert await proc.stdout.read() == b""
+        assert await proc.wait() == -signal.SIGKILL
+
+    run(loop, main())
+
+
 def test_communicate_ignores_a_child_that_does_not_read_its_input(loop):
     async def main():
         proc = await asyncio.create_subprocess_exec(SH, "-c", "echo bye", stdin=PIPE, stdout=PIPE)
@@ -939,6 +975,49 @@ def test_children_reaped_by_the_application_are_left_alone(loop):
         statuses = (exited_before.wait(), exits_during.wait())
     assert statuses == (7, -signal.SIGKILL)
     assert signal.getsignal(signal.SIGCHLD) == sigchld
+
+
+def test_the_application_reaps_its_own_forked_children_while_the_loop_runs(loop):
+    async def main():
+        procs = [await asyncio.create_subprocess_exec(SH, "-c", f"exit {i}") for i in (1, 2, 3)]
+        own = []
+        for code in (5, 6):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(code)
+            own.append(pid)
+        # Collected on the loop's thread while the loop's own children exit around them.
+        statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in own]
+        return statuses, [await p.wait() for p in procs]
+
+    assert run(loop, main()) == ([5, 6], [1, 2, 3])
+    assert_no_zombie()
+
+
+def test_without_pidfds_children_are_waited_for_in_threads(loop, monkeypatch):
+    def no_pidfds(pid, flags=0):
+        raise OSError(errno.ENOSYS, "pidfd_open is not implemented")
+
+    # A kernel before 5.3: both loops fall back to a waitpid thread per child. asyncio's
+    # policy picks its child watcher once (3.12+ tries a pidfd): a fresh policy picks again.
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    monkeypatch.setattr(asyncio.events, "_event_loop_policy", None)
+    waiters = set()
+
+    async def one(code):
+        # Each child waits for its stdin to close, so its waiting thread is there to be seen.
+        script = f"read -r x; exit {code}"
+        proc = await asyncio.create_subprocess_exec(SH, "-c", script, stdin=PIPE)
+        waiters.update(t.name for t in threading.enumerate() if "waitpid" in t.name)
+        proc.stdin.close()
+        return await proc.wait()
+
+    async def main():
+        return await asyncio.gather(*(one(code) for code in range(20)))
+
+    assert run(loop, main()) == list(range(20))
+    assert waiters
+    assert_no_zombie()
 
 
 def test_subprocesses_of_a_loop_in_another_thread(loop):
