@@ -110,6 +110,30 @@ def test_the_child_closing_the_loop_leaves_the_parents_wakeups(loop, loop_name):
     assert got == ("woken" if loop_name == "oxloop" else "deadline")
 
 
+def test_a_wakeup_in_flight_at_the_fork_does_not_silence_the_childs(loop):
+    # Queued from another thread while the loop is not running: its wake-up is still pending
+    # when the process forks.
+    loop.call_soon_threadsafe(lambda: None)
+
+    def child() -> bytes:
+        woken: asyncio.Future[str] = loop.create_future()
+        start = loop.time()
+
+        def on_wakeup() -> None:
+            if not woken.done():
+                woken.set_result("woken" if loop.time() - start < 1.0 else "deadline")
+
+        waker = threading.Timer(0.05, loop.call_soon_threadsafe, (on_wakeup,))
+        waker.start()
+        try:
+            return run_until(loop, woken, 2.0).encode()
+        finally:
+            waker.join()
+
+    assert in_forked_child(child) == b"woken"
+    loop.run_until_complete(asyncio.sleep(0))
+
+
 def test_both_processes_serve_on_the_inherited_loop(loop):
     async def echo_once():
         server = await asyncio.start_server(_echo, "127.0.0.1", 0)

@@ -228,6 +228,9 @@ impl LoopCore {
                 .register_token(socket.read_fd(), reactor::SIGNAL_TOKEN)
                 .map_err(os_error)?;
             *this.waker.lock().map_err(|_| poisoned())? = registrar.waker();
+            // A wake-up in flight at the fork went to the old instance: the next one must not
+            // be skipped as already on its way.
+            this.wake_pending.store(false, Ordering::Release);
             if let Some(state) = poll.as_mut() {
                 state.poller = poller;
             }
