@@ -64,6 +64,24 @@ def run_until(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[str], deadlin
         timer.cancel()
 
 
+def wakeup_from_a_thread(loop: asyncio.AbstractEventLoop) -> str:
+    """Runs the loop while another thread calls it with call_soon_threadsafe: "woken" if that
+    woke it, "deadline" if the loop slept through it until a timer 2 s on."""
+    woken: asyncio.Future[str] = loop.create_future()
+    start = loop.time()
+
+    def on_wakeup() -> None:
+        if not woken.done():
+            woken.set_result("woken" if loop.time() - start < 1.0 else "deadline")
+
+    waker = threading.Timer(0.05, loop.call_soon_threadsafe, (on_wakeup,))
+    waker.start()
+    try:
+        return run_until(loop, woken, 2.0)
+    finally:
+        waker.join()
+
+
 def test_a_reader_the_child_removes_stays_with_the_parent(loop, loop_name, report):
     r, w = report
     fired: asyncio.Future[str] = loop.create_future()
@@ -91,20 +109,7 @@ def test_the_child_closing_the_loop_leaves_the_parents_wakeups(loop, loop_name):
         return b"closed"
 
     assert in_forked_child(child) == b"closed"
-    woken: asyncio.Future[str] = loop.create_future()
-    start = loop.time()
-
-    def on_wakeup() -> None:
-        # A lost wake-up is noticed only at the deadline timer, 2 s on: far later than 1 s.
-        if not woken.done():
-            woken.set_result("woken" if loop.time() - start < 1.0 else "deadline")
-
-    waker = threading.Timer(0.05, loop.call_soon_threadsafe, (on_wakeup,))
-    waker.start()
-    try:
-        got = run_until(loop, woken, 2.0)
-    finally:
-        waker.join()
+    got = wakeup_from_a_thread(loop)
     # asyncio's child removed the loop's self-pipe from the shared epoll instance, so the
     # parent's loop sleeps through the wake-up until its next timer (the deadline).
     assert got == ("woken" if loop_name == "oxloop" else "deadline")
@@ -116,19 +121,7 @@ def test_a_wakeup_in_flight_at_the_fork_does_not_silence_the_childs(loop):
     loop.call_soon_threadsafe(lambda: None)
 
     def child() -> bytes:
-        woken: asyncio.Future[str] = loop.create_future()
-        start = loop.time()
-
-        def on_wakeup() -> None:
-            if not woken.done():
-                woken.set_result("woken" if loop.time() - start < 1.0 else "deadline")
-
-        waker = threading.Timer(0.05, loop.call_soon_threadsafe, (on_wakeup,))
-        waker.start()
-        try:
-            return run_until(loop, woken, 2.0).encode()
-        finally:
-            waker.join()
+        return wakeup_from_a_thread(loop).encode()
 
     assert in_forked_child(child) == b"woken"
     loop.run_until_complete(asyncio.sleep(0))
