@@ -193,6 +193,20 @@ def test_the_parents_children_stay_the_parents(loop, loop_name):
         assert (seen_by_child, returncode) == (b"255", None)
 
 
+def test_the_child_runs_its_own_subprocesses_on_the_inherited_loop(loop):
+    async def exit_with(code: int) -> int:
+        proc = await asyncio.create_subprocess_exec(SH, "-c", f"exit {code}")
+        return await asyncio.wait_for(proc.wait(), 5.0)
+
+    assert loop.run_until_complete(exit_with(1)) == 1  # the loop watches children already
+
+    def child() -> bytes:
+        return repr(loop.run_until_complete(exit_with(3))).encode()
+
+    assert in_forked_child(child) == b"3"
+    assert loop.run_until_complete(exit_with(5)) == 5
+
+
 def _state(pid: int) -> str:
     """The process's state letter in /proc ("Z" for a zombie), or "gone" once reaped."""
     try:

@@ -43,9 +43,10 @@ class ChildWatcher:
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop
-        self._pidfds: dict[int, tuple[int, Callable[..., object], tuple[Any, ...]]] = {}
+        # By child pid: its pidfd, its parent (this process, or the one it was forked from),
+        # and the callback with its arguments.
+        self._pidfds: dict[int, tuple[int, int, Callable[..., object], tuple[Any, ...]]] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
-        self._parent = os.getpid()  # the children's parent
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
         if self._use_pidfd:
@@ -56,7 +57,7 @@ class ChildWatcher:
                 self._use_pidfd = False
             else:
                 self._loop._add_reader(pidfd, self._pidfd_ready, pid)
-                self._pidfds[pid] = (pidfd, callback, args)
+                self._pidfds[pid] = (pidfd, os.getpid(), callback, args)
                 return
         self._start_thread(pid, self._waitpid, pid, callback, args)
 
@@ -66,9 +67,9 @@ class ChildWatcher:
         threading.Thread(target=target, name=name, args=args, daemon=True).start()
 
     def _pidfd_ready(self, pid: int) -> None:
-        pidfd, callback, args = self._pidfds.pop(pid)
+        pidfd, parent, callback, args = self._pidfds.pop(pid)
         self._loop._remove_reader(pidfd)
-        if os.getpid() != self._parent:
+        if parent != os.getpid():
             os.close(pidfd)
             return
         try:
@@ -93,10 +94,9 @@ class ChildWatcher:
 
     def close(self) -> None:
         """Stops watching (the loop is closing); children still running go to threads."""
-        own = os.getpid() == self._parent
-        for pid, (pidfd, _, _) in self._pidfds.items():
+        for pid, (pidfd, parent, _, _) in self._pidfds.items():
             self._loop._remove_reader(pidfd)
             os.close(pidfd)
-            if own:
+            if parent == os.getpid():
                 self._start_thread(pid, self._reap_orphan, pid)
         self._pidfds.clear()
