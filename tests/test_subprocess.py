@@ -952,8 +952,16 @@ def test_500_concurrent_children_are_all_reaped(loop):
     assert_no_zombie()
 
 
+def sigchld_caught() -> bool:
+    """Whether any SIGCHLD handler is installed, at the C level too (/proc's SigCgt mask)."""
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(mask & (1 << (signal.SIGCHLD - 1)))
+
+
 def test_children_reaped_by_the_application_are_left_alone(loop):
     sigchld = signal.getsignal(signal.SIGCHLD)
+    assert not sigchld_caught()
     # One child has exited before the loop starts, one exits while it runs; waitid(WNOWAIT)
     # waits for each to exit without collecting its status.
     exited_before = subprocess.Popen([SH, "-c", "exit 7"])
@@ -967,6 +975,7 @@ def test_children_reaped_by_the_application_are_left_alone(loop):
         assert await proc.wait() == 3
         proc = await asyncio.create_subprocess_exec(TRUE)
         assert await proc.wait() == 0
+        assert not sigchld_caught()
 
     try:
         run(loop, main())
@@ -975,6 +984,7 @@ def test_children_reaped_by_the_application_are_left_alone(loop):
         statuses = (exited_before.wait(), exits_during.wait())
     assert statuses == (7, -signal.SIGKILL)
     assert signal.getsignal(signal.SIGCHLD) == sigchld
+    assert not sigchld_caught()
 
 
 def test_the_application_reaps_its_own_forked_children_while_the_loop_runs(loop):
