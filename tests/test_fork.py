@@ -163,7 +163,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def test_the_parents_children_stay_the_parents(loop, loop_name):
-    proc = loop.run_until_complete(asyncio.create_subprocess_exec(SH, "-c", "sleep 0.1; exit 4"))
+    proc = loop.run_until_complete(asyncio.create_subprocess_exec(SH, "-c", "sleep 0.3; exit 4"))
 
     def child() -> bytes:
         # The inherited loop runs while the parent's child exits.
