@@ -8,8 +8,9 @@ touched and no SIGCHLD handler is installed. Without pidfds, a thread per child 
 
 A child still running when its loop closes is handed to such a thread, which reaps it when it
 exits (and warns that its loop is closed, as the thread watcher does), so it is not left a
-zombie. In a process forked from the loop's, the children are the parent's: their exits are
-left to the parent, and their transports there never learn a return code.
+zombie. In a process forked from the loop's, the parent's children stay the parent's: their
+exits are left to the parent, and their transports there never learn a return code. Children
+the forked process starts itself are its own.
 
 The subprocess transport itself is asyncio's (`unix_events._UnixSubprocessTransport`), over
 oxloop's native pipe transports (`_transports.py`), which grow a child's pipes to 1 MiB once
