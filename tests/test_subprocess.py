@@ -187,6 +187,24 @@ def test_stdout_to_a_file_descriptor(loop, tmp_path):
     assert path.read_bytes() == b"to-fd\n"
 
 
+def test_stdin_and_stderr_as_file_descriptors(loop, tmp_path):
+    (tmp_path / "in").write_bytes(b"from an fd\n")
+    fd_in = os.open(tmp_path / "in", os.O_RDONLY)
+    fd_err = os.open(tmp_path / "err", os.O_WRONLY | os.O_CREAT, 0o600)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(SH, "-c", "cat >&2", stdin=fd_in, stderr=fd_err)
+        assert (proc.stdin, proc.stderr) == (None, None)
+        assert await proc.wait() == 0
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(fd_in)
+        os.close(fd_err)
+    assert (tmp_path / "err").read_bytes() == b"from an fd\n"
+
+
 def test_file_objects_as_stdin_and_stdout(loop, tmp_path):
     (tmp_path / "in").write_bytes(b"from a file\n")
 
