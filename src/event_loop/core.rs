@@ -222,7 +222,11 @@ impl LoopCore {
                     "the event loop was running in another thread when the process forked",
                 )
             })?;
-            let poller = registrar.rebuild().map_err(os_error)?;
+            let sources = st.sources.iter().enumerate().filter_map(|(slot, t)| {
+                let token = mio::Token(reactor::SOURCE_TOKEN_BASE + slot);
+                t.as_ref().map(|t| (t.get().fd(), token))
+            });
+            let poller = registrar.rebuild(sources).map_err(os_error)?;
             let socket = SignalSocket::new().map_err(os_error)?;
             registrar
                 .register_token(socket.read_fd(), reactor::SIGNAL_TOKEN)
@@ -255,7 +259,7 @@ impl LoopCore {
         Self::own_reactor(slf)?;
         let mut st = slf.get().state.borrow_mut(py);
         let st = &mut *st;
-        let registrar = st.registrar.as_mut().ok_or_else(loop_closed)?;
+        let registrar = st.registrar.as_ref().ok_or_else(loop_closed)?;
         let slot = st.free_sources.pop().unwrap_or(st.sources.len());
         if let Err(e) = registrar.register_source(fd, mio::Token(reactor::SOURCE_TOKEN_BASE + slot))
         {
@@ -279,7 +283,7 @@ impl LoopCore {
         let released = {
             let mut st = slf.get().state.borrow_mut(py);
             let st = &mut *st;
-            let result = match st.registrar.as_mut() {
+            let result = match st.registrar.as_ref() {
                 Some(r) => r.deregister_source(fd).map_err(os_error),
                 None => Ok(()),
             };

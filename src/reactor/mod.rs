@@ -94,8 +94,6 @@ pub struct Registrar {
     waker: Arc<Waker>,
     /// Current interests per registered fd; an fd is registered with epoll iff present.
     interests: HashMap<RawFd, Interests>,
-    /// Tokens of the native sources, by fd; a source is registered with epoll iff present.
-    sources: HashMap<RawFd, Token>,
     /// The fork count of the process that made the epoll instance.
     forks: u64,
 }
@@ -110,7 +108,6 @@ pub fn new() -> io::Result<(Poller, Registrar)> {
             registry,
             waker,
             interests: HashMap::new(),
-            sources: HashMap::new(),
             forks: FORKS.load(Ordering::Relaxed),
         },
     ))
@@ -168,12 +165,17 @@ impl Registrar {
         self.forks != FORKS.load(Ordering::Relaxed)
     }
 
-    /// Moves every fd watcher and source to a new epoll instance, with a new waker, and returns
-    /// its poller; the old instance, shared with the process this one was forked from, is left
-    /// as that process has it. Extra sources ([`Registrar::register_token`]) are not moved:
-    /// their owner registers them again. An fd closed since it was registered is dropped, as
-    /// is one whose number now names a file epoll refuses (the new instance itself, say).
-    pub fn rebuild(&mut self) -> io::Result<Poller> {
+    /// Moves every fd watcher, and the given native sources (fd and token, as registered with
+    /// [`Registrar::register_source`]; their owner keeps that list), to a new epoll instance
+    /// with a new waker, and returns its poller; the old instance, shared with the process this
+    /// one was forked from, is left as that process has it. Extra sources
+    /// ([`Registrar::register_token`]) are not moved: their owner registers them again. An fd
+    /// closed since it was registered is dropped, as is one whose number now names a file
+    /// epoll refuses (the new instance itself, say).
+    pub fn rebuild(
+        &mut self,
+        sources: impl IntoIterator<Item = (RawFd, Token)>,
+    ) -> io::Result<Poller> {
         let (poller, registry, waker) = new_instance()?;
         // Dropping the old handle closes only this process's descriptor of the old instance.
         self.registry = registry;
@@ -189,7 +191,6 @@ impl Registrar {
                 Err(e) => return Err(e),
             }
         }
-        let sources: Vec<(RawFd, Token)> = self.sources.drain().collect();
         for (fd, token) in sources {
             match self.register_source(fd, token) {
                 Err(e) if is_gone(&e) || is_refused(&e) => {}
@@ -208,19 +209,16 @@ impl Registrar {
     /// Registers a native transport's fd for both directions, once for its lifetime: the
     /// transport reads and writes until the kernel says `EAGAIN`, so edge-triggered reports
     /// are all it needs and no later `epoll_ctl` call is made for it.
-    pub fn register_source(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
+    pub fn register_source(&self, fd: RawFd, token: Token) -> io::Result<()> {
         self.registry.register(
             &mut SourceFd(&fd),
             token,
             Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.sources.insert(fd, token);
-        Ok(())
+        )
     }
 
     /// Undoes [`Registrar::register_source`]; an fd already closed has left epoll by itself.
-    pub fn deregister_source(&mut self, fd: RawFd) -> io::Result<()> {
-        self.sources.remove(&fd);
+    pub fn deregister_source(&self, fd: RawFd) -> io::Result<()> {
         match self.registry.deregister(&mut SourceFd(&fd)) {
             Err(e) if is_gone(&e) => Ok(()),
             other => other,
@@ -398,7 +396,7 @@ mod tests {
 
     #[test]
     fn sources_report_each_new_edge_with_no_epoll_ctl() {
-        let (mut p, mut r) = new().expect("reactor");
+        let (mut p, r) = new().expect("reactor");
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         let token = Token(SOURCE_TOKEN_BASE + 7);
         r.register_source(a.as_raw_fd(), token).expect("register");
@@ -435,7 +433,7 @@ mod tests {
         let gone = e.as_raw_fd();
         drop(e);
         let old_waker = r.waker();
-        let mut new = r.rebuild().expect("rebuild");
+        let mut new = r.rebuild([(c.as_raw_fd(), source)]).expect("rebuild");
         assert_eq!(r.interests(gone), 0, "a closed fd is dropped");
         b.write_all(b"x").expect("write");
         let mut tokens: Vec<Token> = poll_once(&mut new, 1000).iter().map(|e| e.token).collect();

@@ -154,6 +154,11 @@ fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
 }
 
 impl StreamTransport {
+    /// The file descriptor the transport is registered with.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
     /// Called when the reactor reports the fd ready.
     pub(crate) fn on_ready(&self, py: Python<'_>, ev: &IoEvent) {
         if self.kind == Kind::PipeWrite && ev.readable {
