@@ -412,6 +412,12 @@ def test_process_group(loop):
     run(loop, main())
 
 
+def in_signal_mask(status: bytes, field: bytes, sig: int) -> bool:
+    """Whether `sig` is in a signal mask of a /proc/PID/status text (SigIgn:, SigCgt:, ...)."""
+    line = next(line for line in status.splitlines() if line.startswith(field))
+    return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc/self/status")
 @pytest.mark.parametrize("restore", [True, False])
 def test_restore_signals(loop, restore):
@@ -424,9 +430,7 @@ def test_restore_signals(loop, restore):
             CAT, "/proc/self/status", stdout=PIPE, restore_signals=restore
         )
         out, _ = await proc.communicate()
-        line = next(line for line in out.splitlines() if line.startswith(b"SigIgn:"))
-        ignored = int(line.split()[1], 16)
-        assert bool(ignored & (1 << (signal.SIGPIPE - 1))) == (not restore)
+        assert in_signal_mask(out, b"SigIgn:", signal.SIGPIPE) == (not restore)
 
     run(loop, main())
 
@@ -972,9 +976,8 @@ def test_500_concurrent_children_are_all_reaped(loop):
 
 def sigchld_caught() -> bool:
     """Whether any SIGCHLD handler is installed, at the C level too (/proc's SigCgt mask)."""
-    with open("/proc/self/status") as f:
-        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
-    return bool(mask & (1 << (signal.SIGCHLD - 1)))
+    with open("/proc/self/status", "rb") as f:
+        return in_signal_mask(f.read(), b"SigCgt:", signal.SIGCHLD)
 
 
 def test_children_reaped_by_the_application_are_left_alone(loop):
