@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -99,6 +100,34 @@ def test_a_reader_the_child_removes_stays_with_the_parent(loop, loop_name, repor
         loop.remove_reader(r)
     # asyncio's child unregistered the fd from the epoll instance the parent uses.
     assert got == ("read" if loop_name == "oxloop" else "deadline")
+
+
+def test_a_connection_the_child_closes_stays_open_for_the_parent(loop, loop_name):
+    ours, peer = socket.socketpair()
+    received: asyncio.Future[str] = loop.create_future()
+
+    class Receiver(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            if not received.done():
+                received.set_result(data.decode())
+
+    transport, _ = loop.run_until_complete(loop.create_connection(Receiver, sock=ours))
+
+    def child() -> bytes:
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))  # connection_lost, the socket closed
+        return b"closed"
+
+    assert in_forked_child(child) == b"closed"
+    peer.sendall(b"data")
+    try:
+        got = run_until(loop, received, 1.0)
+    finally:
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        peer.close()
+    # asyncio's child unregistered the socket from the epoll instance the parent uses.
+    assert got == ("data" if loop_name == "oxloop" else "deadline")
 
 
 def test_the_child_closing_the_loop_leaves_the_parents_wakeups(loop, loop_name):
