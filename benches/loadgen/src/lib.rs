@@ -28,6 +28,14 @@ impl Endpoint {
         }
     }
 
+    /// The address or path, for messages and reports.
+    pub fn target(&self) -> String {
+        match self {
+            Endpoint::Tcp(a) | Endpoint::Udp(a) => a.to_string(),
+            Endpoint::Unix(p) => p.display().to_string(),
+        }
+    }
+
     /// The one `--tcp`, `--unix` or `--udp` among the parsed flags.
     pub fn from_flags(flags: &Flags) -> Result<Endpoint, String> {
         let given: Vec<&str> = ["tcp", "unix", "udp"]

@@ -43,40 +43,59 @@ impl Listener {
 
 struct Conn {
     io: Box<dyn Duplex>,
-    buf: Vec<u8>,
-    /// `buf[start..end]` has been read and not yet written back.
+    /// Bytes read and not yet written back: only what a write left over is copied here, so a
+    /// connection costs no buffer of its own (reads go to the server's one buffer).
+    pending: Vec<u8>,
+    /// `pending[start..]` is still to be written.
     start: usize,
-    end: usize,
     /// The last read came up short and no readiness was reported since.
     drained: bool,
+}
+
+/// Writes `data`; `Ok(n)`: `n` bytes taken before the socket would block.
+fn write_some(io: &mut dyn Duplex, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match io.write(&data[done..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 impl Conn {
     /// Echoes until both directions would block or the socket is drained. `readable`: epoll
     /// reported it readable; `closing`: it reported the peer's end (or an error), which a
     /// short read leaves to be read. `Ok(false)`: the peer closed.
-    fn drive(&mut self, readable: bool, closing: bool) -> io::Result<bool> {
+    fn drive(&mut self, buf: &mut [u8], readable: bool, closing: bool) -> io::Result<bool> {
         if readable {
             self.drained = false;
         }
-        loop {
-            while self.start < self.end {
-                match self.io.write(&self.buf[self.start..self.end]) {
-                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                    Ok(n) => self.start += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+        if self.start < self.pending.len() {
+            self.start += write_some(&mut *self.io, &self.pending[self.start..])?;
+            if self.start < self.pending.len() {
+                return Ok(true);
             }
+            self.pending.clear();
+            self.start = 0;
+        }
+        loop {
             if self.drained {
                 return Ok(true);
             }
-            match self.io.read(&mut self.buf) {
+            match self.io.read(buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
-                    (self.start, self.end) = (0, n);
-                    self.drained = n < self.buf.len() && !closing;
+                    self.drained = n < buf.len() && !closing;
+                    let sent = write_some(&mut *self.io, &buf[..n])?;
+                    if sent < n {
+                        self.pending.extend_from_slice(&buf[sent..n]);
+                        return Ok(true);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.drained = true;
@@ -96,6 +115,7 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
         Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
     }
     let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut buf = vec![0u8; BUF];
     let mut events = Events::with_capacity(1024);
     loop {
         match poll.poll(&mut events, None) {
@@ -126,9 +146,8 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
                     )?;
                     conns[slot] = Some(Conn {
                         io,
-                        buf: vec![0; BUF],
+                        pending: Vec::new(),
                         start: 0,
-                        end: 0,
                         drained: false,
                     });
                 }
@@ -139,12 +158,14 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
                 continue;
             };
             let closing = ev.is_read_closed() || ev.is_error();
-            let open = conn.drive(ev.is_readable(), closing).unwrap_or_else(|e| {
-                if e.kind() != ErrorKind::ConnectionReset && e.kind() != ErrorKind::BrokenPipe {
-                    eprintln!("echo-server: connection {slot}: {e}");
-                }
-                false
-            });
+            let open = conn
+                .drive(&mut buf, ev.is_readable(), closing)
+                .unwrap_or_else(|e| {
+                    if e.kind() != ErrorKind::ConnectionReset && e.kind() != ErrorKind::BrokenPipe {
+                        eprintln!("echo-server: connection {slot}: {e}");
+                    }
+                    false
+                });
             if !open {
                 if let Some(mut gone) = conns[slot].take() {
                     poll.registry().deregister(&mut *gone.io)?;

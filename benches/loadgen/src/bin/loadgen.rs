@@ -14,9 +14,14 @@
 //! sequence number in the first 8 bytes: a late echo of an earlier message is counted as stale
 //! and skipped, and a message whose echo has not come back within `--udp-timeout-ms` is sent
 //! again, so a lost datagram never stalls its socket.
+//!
+//! With `--churn`, each TCP or Unix connection carries one message only: once it is echoed the
+//! client closes the connection and opens a new one in its place (a non-blocking connect), so
+//! the server accepts, echoes and closes a connection per message. A Unix connect refused for
+//! a full backlog (`EAGAIN`) is tried again on the next turn of the poll.
 
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -35,6 +40,7 @@ usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]
   --pid PID            also report this process's CPU seconds during the window
   --udp-timeout-ms MS  resend a UDP message not echoed within this time [100]
   --stall SECS         give up when no message completes for this long [10]
+  --churn 1            TCP/Unix: a new connection for every message, closed once echoed
 
 Prints one JSON line: messages, bytes, seconds, msgs_per_s, p50_us, p99_us, ...";
 
@@ -49,6 +55,7 @@ const KNOWN: &[&str] = &[
     "pid",
     "udp-timeout-ms",
     "stall",
+    "churn",
 ];
 
 /// The pattern's period: prime, so consecutive offsets never give the same bytes.
@@ -67,6 +74,7 @@ struct Config {
     pid: Option<u32>,
     udp_timeout: Duration,
     stall: Duration,
+    churn: bool,
 }
 
 fn seconds(flags: &Flags, name: &str, default: f64) -> Result<Duration, String> {
@@ -85,6 +93,10 @@ impl Config {
         }
         if size == 0 {
             return Err("--size must be at least 1".into());
+        }
+        let churn = flags.num("churn", 0u8)? != 0;
+        if churn && matches!(endpoint, Endpoint::Udp(_)) {
+            return Err("--churn is for TCP and Unix connections".into());
         }
         if matches!(endpoint, Endpoint::Udp(_)) && !(SEQ_LEN..=MAX_UDP).contains(&size) {
             return Err(format!("--size must be {SEQ_LEN} to {MAX_UDP} for UDP"));
@@ -107,6 +119,7 @@ impl Config {
             pid,
             udp_timeout: Duration::from_millis(flags.num("udp-timeout-ms", 100)?),
             stall: seconds(&flags, "stall", 10.0)?,
+            churn: flags.num("churn", 0u8)? != 0,
         })
     }
 }
@@ -182,9 +195,44 @@ fn interrupted(e: &io::Error) -> bool {
     e.kind() == ErrorKind::Interrupted
 }
 
+/// What `Stream::drive` left the connection as.
+#[derive(PartialEq, Eq)]
+enum Drive {
+    /// Both directions would block; events bring more.
+    Waiting,
+    /// `--churn`: its one message was echoed, the connection is done.
+    Done,
+}
+
+/// A new connection to the endpoint: blocking (before anything is measured) or not
+/// (`--churn`, whose connects are part of the load).
+fn open_stream(endpoint: &Endpoint, blocking: bool) -> io::Result<Box<dyn Duplex>> {
+    Ok(match endpoint {
+        Endpoint::Tcp(addr) if blocking => {
+            let s = std::net::TcpStream::connect(addr)?;
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+            Box::new(TcpStream::from_std(s))
+        }
+        Endpoint::Tcp(addr) => {
+            let s = TcpStream::connect(*addr)?;
+            s.set_nodelay(true)?;
+            Box::new(s)
+        }
+        Endpoint::Unix(path) if blocking => {
+            let s = std::os::unix::net::UnixStream::connect(path)?;
+            s.set_nonblocking(true)?;
+            Box::new(UnixStream::from_std(s))
+        }
+        Endpoint::Unix(path) => Box::new(UnixStream::connect(path)?),
+        Endpoint::Udp(_) => return Err(io::Error::from(ErrorKind::Unsupported)),
+    })
+}
+
 /// One TCP or Unix connection and its message in flight.
 struct Stream {
-    io: Box<dyn Duplex>,
+    /// `None` while a `--churn` connect waits to be tried again.
+    io: Option<Box<dyn Duplex>>,
     id: usize,
     seq: u64,
     /// Where this message starts in the pattern.
@@ -211,13 +259,28 @@ impl Stream {
         size: usize,
         buf: &mut [u8],
         stats: &mut Stats,
-    ) -> Result<(), String> {
+        churn: bool,
+    ) -> Result<Drive, String> {
+        let Some(mut io) = self.io.take() else {
+            return Ok(Drive::Waiting);
+        };
+        let result = self.drive_io(&mut *io, pattern, size, buf, stats, churn);
+        self.io = Some(io);
+        result
+    }
+
+    fn drive_io(
+        &mut self,
+        io: &mut dyn Duplex,
+        pattern: &[u8],
+        size: usize,
+        buf: &mut [u8],
+        stats: &mut Stats,
+        churn: bool,
+    ) -> Result<Drive, String> {
         loop {
             while self.sent < size {
-                match self
-                    .io
-                    .write(&pattern[self.off + self.sent..self.off + size])
-                {
+                match io.write(&pattern[self.off + self.sent..self.off + size]) {
                     Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
                     Ok(n) => self.sent += n,
                     Err(e) if would_block(&e) => break,
@@ -225,7 +288,7 @@ impl Stream {
                     Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
                 }
             }
-            match self.io.read(buf) {
+            match io.read(buf) {
                 Ok(0) => {
                     return Err(format!(
                         "connection {}: the server closed it ({} of {size} bytes of message {} \
@@ -255,14 +318,45 @@ impl Stream {
                     self.received = end;
                     if end == size {
                         stats.complete(self.started);
+                        if churn {
+                            return Ok(Drive::Done);
+                        }
                         self.begin();
                     }
                 }
-                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if would_block(&e) => return Ok(Drive::Waiting),
                 Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(format!("connection {}: read: {e}", self.id)),
             }
         }
+    }
+}
+
+impl Stream {
+    /// `--churn`: closes the connection and opens its successor, which starts a new message.
+    /// A connect that would block (a Unix listener's full backlog) or finds no free port
+    /// leaves `io` empty, to be tried again.
+    fn reconnect(&mut self, cfg: &Config, registry: &mio::Registry) -> Result<(), String> {
+        if let Some(mut old) = self.io.take() {
+            registry
+                .deregister(&mut *old)
+                .map_err(|e| format!("deregistering a connection: {e}"))?;
+        }
+        let mut io = match open_stream(&cfg.endpoint, false) {
+            Ok(io) => io,
+            Err(e) if would_block(&e) || e.kind() == ErrorKind::AddrNotAvailable => return Ok(()),
+            Err(e) => return Err(format!("connecting to {}: {e}", cfg.endpoint.target())),
+        };
+        registry
+            .register(
+                &mut *io,
+                Token(self.id),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("registering a connection: {e}"))?;
+        self.io = Some(io);
+        self.begin();
+        Ok(())
     }
 }
 
@@ -382,29 +476,13 @@ fn connect(cfg: &Config, pattern: &[u8], poll: &Poll) -> Result<Clients, String>
             let mut streams = Vec::with_capacity(cfg.conns);
             for id in 0..cfg.conns {
                 // Blocking connects: they are done before anything is measured.
-                let mut io: Box<dyn Duplex> = match &cfg.endpoint {
-                    Endpoint::Tcp(addr) => {
-                        let s = std::net::TcpStream::connect(addr)
-                            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-                        s.set_nodelay(true)
-                            .and_then(|()| s.set_nonblocking(true))
-                            .map_err(|e| format!("setting up a connection: {e}"))?;
-                        Box::new(TcpStream::from_std(s))
-                    }
-                    Endpoint::Unix(path) => {
-                        let s = std::os::unix::net::UnixStream::connect(path)
-                            .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
-                        s.set_nonblocking(true)
-                            .map_err(|e| format!("setting up a connection: {e}"))?;
-                        Box::new(UnixStream::from_std(s))
-                    }
-                    Endpoint::Udp(_) => unreachable!("UDP is handled below"),
-                };
+                let mut io = open_stream(&cfg.endpoint, true)
+                    .map_err(|e| format!("connecting to {}: {e}", cfg.endpoint.target()))?;
                 poll.registry()
                     .register(&mut *io, Token(id), interest)
                     .map_err(|e| format!("registering a connection: {e}"))?;
                 streams.push(Stream {
-                    io,
+                    io: Some(io),
                     id,
                     seq: 0,
                     off: 0,
@@ -484,7 +562,9 @@ fn run(cfg: &Config) -> Result<Report, String> {
         Clients::Streams(streams) => {
             for s in streams.iter_mut() {
                 s.begin();
-                s.drive(&pattern, cfg.size, &mut buf, &mut stats)?;
+                if s.drive(&pattern, cfg.size, &mut buf, &mut stats, cfg.churn)? == Drive::Done {
+                    s.reconnect(cfg, poll.registry())?;
+                }
             }
         }
         Clients::Dgrams(dgrams) => {
@@ -540,8 +620,12 @@ fn run(cfg: &Config) -> Result<Report, String> {
         }
         let mut timeout = deadline.saturating_duration_since(now);
         timeout = timeout.min(cfg.stall);
-        if matches!(clients, Clients::Dgrams(_)) {
-            timeout = timeout.min(cfg.udp_timeout / 4);
+        match &clients {
+            Clients::Dgrams(_) => timeout = timeout.min(cfg.udp_timeout / 4),
+            Clients::Streams(streams) if streams.iter().any(|s| s.io.is_none()) => {
+                timeout = timeout.min(Duration::from_millis(1));
+            }
+            Clients::Streams(_) => {}
         }
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
@@ -552,8 +636,16 @@ fn run(cfg: &Config) -> Result<Report, String> {
             Clients::Streams(streams) => {
                 for ev in events.iter() {
                     if let Some(s) = streams.get_mut(ev.token().0) {
-                        s.drive(&pattern, cfg.size, &mut buf, &mut stats)?;
+                        if s.drive(&pattern, cfg.size, &mut buf, &mut stats, cfg.churn)?
+                            == Drive::Done
+                        {
+                            s.reconnect(cfg, poll.registry())?;
+                        }
                     }
+                }
+                // Connects refused for a full backlog are tried again.
+                for s in streams.iter_mut().filter(|s| s.io.is_none()) {
+                    s.reconnect(cfg, poll.registry())?;
                 }
             }
             Clients::Dgrams(dgrams) => {
@@ -582,10 +674,7 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
 
 fn json(cfg: &Config, mut r: Report) -> String {
     r.latencies_ns.sort_unstable();
-    let target = match &cfg.endpoint {
-        Endpoint::Tcp(a) | Endpoint::Udp(a) => a.to_string(),
-        Endpoint::Unix(p) => p.display().to_string(),
-    };
+    let target = cfg.endpoint.target();
     let server_cpu = r
         .server_cpu_s
         .map_or_else(|| "null".to_string(), |s| format!("{s:.3}"));
