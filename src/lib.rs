@@ -29,5 +29,5 @@ mod _oxloop {
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
     #[pymodule_export]
-    use crate::transports::{DatagramCore, StreamTransport};
+    use crate::transports::{AcceptedSocket, Acceptor, DatagramCore, StreamTransport};
 }

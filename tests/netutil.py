@@ -54,3 +54,65 @@ class ChunkChecker(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost.set_result(exc)
+
+
+class Peer(asyncio.Protocol):
+    """Echoes what it receives (unless told not to) and records how it ended."""
+
+    def __init__(self, echo=True):
+        loop = asyncio.get_running_loop()
+        self.echo = echo
+        self.transport = None
+        self.data = bytearray()
+        self.got_eof = False
+        self.lost = loop.create_future()
+        self._more = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+        self._more.set()
+        if self.echo:
+            self.transport.write(data)
+
+    def eof_received(self):
+        self.got_eof = True
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+        self._more.set()
+
+    async def received(self, nbytes):
+        while len(self.data) < nbytes:
+            if self.lost.done():
+                raise AssertionError(f"connection lost after {len(self.data)} bytes")
+            self._more.clear()
+            await self._more.wait()
+        return bytes(self.data)
+
+
+class Accepting:
+    """A protocol factory that hands the server-side protocols to the test."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.queue = asyncio.Queue()
+
+    def __call__(self):
+        proto = Peer(**self.kwargs)
+        self.queue.put_nowait(proto)
+        return proto
+
+    async def next(self):
+        return await self.queue.get()
+
+
+async def echo_once(loop, host, port, payload=b"ping"):
+    """Connects, checks the echo, disconnects."""
+    transport, client = await loop.create_connection(lambda: Peer(echo=False), host, port)
+    transport.write(payload)
+    assert await client.received(len(payload)) == payload
+    transport.close()
+    await client.lost

@@ -36,7 +36,12 @@ from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
 from oxloop._process import ChildWatcher
-from oxloop._transports import DatagramTransport, SocketTransport, make_pipe_transport
+from oxloop._transports import (
+    DatagramTransport,
+    SocketTransport,
+    make_acceptor,
+    make_pipe_transport,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -115,6 +120,10 @@ class DefaultExecutor(concurrent.futures.ThreadPoolExecutor):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(future.cancel)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+# Listening sockets whose connections `_start_serving` accepts natively.
+_NATIVE_ACCEPT_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -671,6 +680,25 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         handle = self._add_writer(fd, self._sock_sendall, fut, sock, memoryview(data), [n])
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
         return await fut  # type: ignore[no-any-return]
+
+    def _start_serving(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        sock: socket.socket,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *timeouts: Any,
+    ) -> None:
+        # Plain TCP and Unix listeners accept natively; TLS keeps asyncio's path.
+        if sslcontext or sock.family not in _NATIVE_ACCEPT_FAMILIES:
+            super()._start_serving(  # type: ignore[misc]
+                protocol_factory, sock, sslcontext, server, backlog, *timeouts
+            )
+            return
+        serve_again = (protocol_factory, sock, sslcontext, server, backlog, *timeouts)
+        acceptor = make_acceptor(self, protocol_factory, sock, server, backlog, serve_again)
+        self._add_reader(sock.fileno(), acceptor)
 
     def _make_socket_transport(
         self,

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextvars
+import socket
 from collections.abc import Callable
 from typing import Any, Literal, final
 
@@ -10,6 +11,8 @@ from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 _Ts = TypeVarTuple("_Ts")
 
 __all__ = [
+    "AcceptedSocket",
+    "Acceptor",
     "DatagramCore",
     "Handle",
     "LoopCore",
@@ -161,6 +164,16 @@ class StreamTransport:
         pipe: Literal["read", "write"] | None = None,
         enlarge: bool = False,
     ) -> StreamTransport: ...
+    @staticmethod
+    def adopt(
+        loop_: LoopCore,
+        conn: AcceptedSocket,
+        face: Any,
+        protocol: Any,
+        buffered: bool = False,
+    ) -> StreamTransport: ...
+    def owns_fd(self) -> bool: ...
+    def release_fd(self) -> int: ...
     @property
     def protocol_paused(self) -> bool: ...
     def start_reading(self) -> None: ...
@@ -185,6 +198,28 @@ class StreamTransport:
     def suspend_reactor(self) -> None: ...
     def resume_reactor(self) -> None: ...
     def detach(self) -> None: ...
+
+@final
+class AcceptedSocket:
+    @property
+    def family(self) -> int: ...
+    def fileno(self) -> int: ...
+    def detach(self) -> int: ...
+    def close(self) -> None: ...
+
+@final
+class Acceptor:
+    def __new__(
+        cls,
+        loop_: LoopCore,
+        fd: int,
+        family: int,
+        backlog: int,
+        connect: Callable[[AcceptedSocket | socket.socket, dict[str, Any]], None],
+        failed: Callable[[OSError], None],
+        debug_log: Callable[[AcceptedSocket, Any], socket.socket],
+    ) -> Self: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
 @final
 class DatagramCore:

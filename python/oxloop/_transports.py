@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from oxloop._helpers import base_logger, unix_logger
-from oxloop._oxloop import DatagramCore, StreamTransport
+from oxloop._oxloop import AcceptedSocket, Acceptor, DatagramCore, StreamTransport
 
 # Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
 _SERVER_TRACKS_TRANSPORTS = (
@@ -145,9 +145,21 @@ class _NativeWriteFace(transports._FlowControlMixin):
 
 
 class SocketTransport(_NativeReadFace, _NativeWriteFace):
-    """A TCP or Unix stream socket transport."""
+    """A TCP or Unix stream socket transport.
 
-    __slots__ = ("_sock", "_sock_fd", "_server", "_protocol_connected", "__weakref__")
+    A connection accepted natively (`Acceptor`) comes as an `AcceptedSocket`, whose
+    descriptor the native engine then owns: the `socket.socket` that asyncio's transports
+    hold (`_sock`, and `get_extra_info('socket')`) is made the first time it is asked for.
+    """
+
+    __slots__ = (
+        "_sock_obj",
+        "_sock_fd",
+        "_family",
+        "_server",
+        "_protocol_connected",
+        "__weakref__",
+    )
 
     # Capabilities asyncio's start_tls() and sendfile() look for.
     _start_tls_compatible = True
@@ -156,48 +168,89 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def __init__(
         self,
         loop: Any,
-        sock: socket.socket,
+        sock: socket.socket | AcceptedSocket,
         protocol: protocols.BaseProtocol,
         waiter: Any = None,
         extra: dict[str, Any] | None = None,
         server: Any = None,
     ) -> None:
-        self._extra = {} if extra is None else dict(extra)
         self._loop = loop
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._sock_fd = sock.fileno()
+        self._sock_obj: socket.socket | None = None
         self._server = server
         self._protocol_connected = True
-        self._core = StreamTransport.open(
-            loop, self._sock_fd, self, protocol, isinstance(protocol, protocols.BufferedProtocol)
-        )
-        # Set last: __del__ closes the socket only of a transport that was made.
-        self._sock: socket.socket | None = sock
-        if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
-                server._attach(self)
-            else:
-                server._attach()
-        loop._transports[self._sock_fd] = self
-        _set_nodelay(sock)
+        self._family = sock.family
+        fd = self._sock_fd = sock.fileno()
+        buffered = isinstance(protocol, protocols.BufferedProtocol)
+        if type(sock) is AcceptedSocket:
+            # The acceptor made `extra` for this transport alone, and set TCP_NODELAY.
+            self._extra = extra if extra is not None else {}
+            self._attach_server()
+            try:
+                self._core = StreamTransport.adopt(loop, sock, self, protocol, buffered)
+            except BaseException:
+                self._detach_server()
+                raise
+        else:
+            assert isinstance(sock, socket.socket)
+            self._extra = {} if extra is None else dict(extra)
+            self._extra["socket"] = trsock.TransportSocket(sock)
+            try:
+                self._extra["sockname"] = sock.getsockname()
+            except OSError:
+                self._extra["sockname"] = None
+            if "peername" not in self._extra:
+                try:
+                    self._extra["peername"] = sock.getpeername()
+                except OSError:
+                    self._extra["peername"] = None
+            _set_nodelay(sock)
+            self._attach_server()
+            try:
+                self._core = StreamTransport.open(loop, fd, self, protocol, buffered)
+            except BaseException:
+                self._detach_server()
+                raise
+            # Set once the transport is made: __del__ closes the socket only of a transport
+            # that was.
+            self._sock_obj = sock
+        loop._transports[fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
         loop.call_soon(self._core.start_reading)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
+    def _attach_server(self) -> None:
+        server = self._server
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+
+    @property
+    def _sock(self) -> socket.socket | None:
+        """The transport's `socket.socket` (None once closed), made on first use for a
+        connection accepted natively."""
+        sock = self._sock_obj
+        if sock is None and self._core.owns_fd():
+            sock = socket.socket(self._family, socket.SOCK_STREAM, 0, self._core.release_fd())
+            sock.setblocking(False)
+            self._sock_obj = sock
+            self._extra["socket"] = trsock.TransportSocket(sock)
+        return sock
+
+    def _closed(self) -> bool:
+        return self._sock_obj is None and not self._core.owns_fd()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket" and name not in self._extra:
+            self._sock  # noqa: B018 -- made on first use
+        return self._extra.get(name, default)
+
     def __repr__(self) -> str:
         info = [self.__class__.__name__]
-        if self._sock is None:
+        if self._closed():
             info.append("closed")
         elif self._core.is_closing():
             info.append("closing")
@@ -209,12 +262,13 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        sock = getattr(self, "_sock", None)
-        if sock is not None:
+        core = getattr(self, "_core", None)
+        if core is not None and not self._closed():
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            sock.close()
-            self._sock = None
+            core.detach()
+            if self._sock_obj is not None:
+                self._sock_obj.close()
+                self._sock_obj = None
             self._detach_server()
 
     # -- the Transport API --------------------------------------------------------------
@@ -257,10 +311,11 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
             if self._protocol_connected and protocol is not None:
                 protocol.connection_lost(exc)
         finally:
+            # Closes the descriptor if the native engine still owns it.
             self._core.detach()
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            if self._sock_obj is not None:
+                self._sock_obj.close()
+                self._sock_obj = None
             self._loop = None
             self._detach_server()
 
@@ -293,6 +348,66 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def _reset_empty_waiter(self) -> None:
         self._core.set_empty_waiter(None)
         self._core.resume_reactor()
+
+
+# What asyncio's `_accept_connection` does about an accept error with these: the listening
+# socket is set aside for `ACCEPT_RETRY_DELAY`, since the kernel keeps reporting it ready.
+_ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def make_acceptor(
+    loop: Any,
+    protocol_factory: Callable[[], protocols.BaseProtocol],
+    sock: socket.socket,
+    server: Any,
+    backlog: int,
+    serve_again: tuple[Any, ...],
+) -> Acceptor:
+    """The native accept callback for a listening socket without TLS: asyncio's
+    `_accept_connection` and `_accept_connection2`, with the same error handling.
+    `serve_again`: the arguments `loop._start_serving` is called with again once accepting
+    resumes after running out of descriptors."""
+
+    def connect(conn: AcceptedSocket | socket.socket, extra: dict[str, Any]) -> None:
+        protocol = None
+        try:
+            protocol = protocol_factory()
+            SocketTransport(loop, conn, protocol, None, extra, server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # asyncio leaves the socket to the collector; here it is closed at once.
+            conn.close()
+            if loop._debug:
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                loop.call_exception_handler(context)
+
+    def failed(exc: OSError) -> None:
+        if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+            raise exc  # The event loop will catch, log and ignore it (as asyncio's).
+        loop.call_exception_handler(
+            {
+                "message": "socket.accept() out of system resource",
+                "exception": exc,
+                "socket": trsock.TransportSocket(sock),
+            }
+        )
+        loop._remove_reader(sock.fileno())
+        loop.call_later(constants.ACCEPT_RETRY_DELAY, loop._start_serving, *serve_again)
+
+    def debug_log(conn: AcceptedSocket, addr: Any) -> socket.socket:
+        # asyncio's debug line shows the socket object; make it, and the transport takes it.
+        sock_obj = socket.socket(conn.family, socket.SOCK_STREAM, 0, conn.detach())
+        sock_obj.setblocking(False)
+        base_logger().debug("%r got a new connection from %r: %r", server, addr, sock_obj)
+        return sock_obj
+
+    return Acceptor(loop, sock.fileno(), sock.family, backlog, connect, failed, debug_log)
 
 
 class DatagramTransport(

@@ -15,37 +15,20 @@
 //! The socket is watched with a level-triggered fd watcher, so one datagram is read per report
 //! and no read is spent learning that the socket is empty.
 
-use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyBytes;
 use pyo3::{intern, PyTraverseError};
 
+use super::addr::{address_to_py, RawAddr};
 use super::sys;
 use crate::errors::os_error;
 use crate::py::GilCell;
 
 /// Addresses remembered for `sendto`: replies go to recent senders.
 const ADDRESS_CACHE: usize = 16;
-
-/// A socket address in the kernel's binary form.
-#[derive(Clone, Copy)]
-pub struct RawAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl RawAddr {
-    fn bytes(&self) -> &[u8] {
-        let len = (self.len as usize).min(size_of::<libc::sockaddr_storage>());
-        // SAFETY: `storage` is plain old data of at least `len` bytes.
-        unsafe {
-            std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len)
-        }
-    }
-}
 
 /// Mutable state: the face, and the address cache.
 struct DatagramState {
@@ -64,46 +47,6 @@ pub struct DatagramCore {
     fd: RawFd,
     family: libc::c_int,
     state: GilCell<DatagramState>,
-}
-
-/// The address tuple the `socket` module builds for a sender, or `None` for a family this
-/// core does not know (the caller then falls back to asyncio's own path).
-fn address_to_py<'py>(py: Python<'py>, addr: &RawAddr) -> PyResult<Option<Bound<'py, PyTuple>>> {
-    match libc::c_int::from(addr.storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel filled `storage` with a sockaddr_in (family AF_INET).
-            let sin = unsafe { &*(&addr.storage as *const _ as *const libc::sockaddr_in) };
-            let Some(host) = sys::ipv4_text(&sin.sin_addr) else {
-                return Ok(None);
-            };
-            Ok(Some(PyTuple::new(
-                py,
-                [
-                    host.into_pyobject(py)?.into_any(),
-                    u16::from_be(sin.sin_port).into_pyobject(py)?.into_any(),
-                ],
-            )?))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel filled `storage` with a sockaddr_in6 (family AF_INET6).
-            let sin6 = unsafe { &*(&addr.storage as *const _ as *const libc::sockaddr_in6) };
-            let Some(host) = sys::ipv6_text(&sin6.sin6_addr) else {
-                return Ok(None);
-            };
-            Ok(Some(PyTuple::new(
-                py,
-                [
-                    host.into_pyobject(py)?.into_any(),
-                    u16::from_be(sin6.sin6_port).into_pyobject(py)?.into_any(),
-                    u32::from_be(sin6.sin6_flowinfo)
-                        .into_pyobject(py)?
-                        .into_any(),
-                    sin6.sin6_scope_id.into_pyobject(py)?.into_any(),
-                ],
-            )?))
-        }
-        _ => Ok(None),
-    }
 }
 
 impl DatagramCore {
@@ -215,11 +158,7 @@ impl DatagramCore {
         }
         let got = super::READ_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let mut addr = RawAddr {
-                // SAFETY: all-zero is a valid sockaddr_storage.
-                storage: unsafe { zeroed() },
-                len: size_of::<libc::sockaddr_storage>() as _,
-            };
+            let mut addr = RawAddr::empty();
             sys::recv_from(self.fd, &mut buf, &mut addr.storage, &mut addr.len)
                 .map(|n| (PyBytes::new(py, &buf[..n]), addr))
         });

@@ -8,10 +8,13 @@ use std::cell::RefCell;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+mod accept;
+mod addr;
 mod datagram;
 mod stream;
 pub mod sys;
 
+pub use accept::{AcceptedSocket, Acceptor};
 pub use datagram::DatagramCore;
 pub use stream::StreamTransport;
 

@@ -15,6 +15,7 @@
 //! will bring a new report.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{
     PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
@@ -24,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
+use super::accept::AcceptedSocket;
 use super::{sys, MAX_READ, READ_BUF};
 use crate::buffers::WriteQueue;
 use crate::errors::os_error;
@@ -143,10 +145,23 @@ struct StreamState {
 /// The native engine of a socket or pipe transport.
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct StreamTransport {
-    /// The file descriptor (owned by the face's socket or pipe object).
+    /// The file descriptor: owned by the face's socket or pipe object, or (`owns_fd`) by
+    /// this transport, for a connection accepted natively until its face makes a
+    /// `socket.socket` of it.
     fd: RawFd,
+    /// This transport closes `fd` (after `connection_lost`, or when dropped).
+    owns_fd: AtomicBool,
     kind: Kind,
     state: GilCell<StreamState>,
+}
+
+impl Drop for StreamTransport {
+    fn drop(&mut self) {
+        if self.owns_fd.swap(false, Ordering::AcqRel) {
+            // A transport dropped without detach(): nobody is left to tell of a failure.
+            let _ = sys::close(self.fd);
+        }
+    }
 }
 
 fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
@@ -154,6 +169,14 @@ fn is_exit(err: &PyErr, py: Python<'_>) -> bool {
 }
 
 impl StreamTransport {
+    /// Closes the descriptor if this transport owns it.
+    fn close_owned_fd(&self) -> PyResult<()> {
+        if self.owns_fd.swap(false, Ordering::AcqRel) {
+            sys::close(self.fd).map_err(os_error)?;
+        }
+        Ok(())
+    }
+
     /// The file descriptor the transport is registered with.
     pub(crate) fn fd(&self) -> RawFd {
         self.fd
@@ -231,6 +254,7 @@ impl StreamTransport {
             py,
             StreamTransport {
                 fd,
+                owns_fd: AtomicBool::new(false),
                 kind,
                 state: GilCell::new(StreamState {
                     loop_: Some(loop_.clone().unbind()),
@@ -826,6 +850,51 @@ impl StreamTransport {
         Self::create(py, loop_, fd, kind, face, protocol, buffered, enlarge)
     }
 
+    /// `open` for a connection accepted natively: the transport takes its descriptor and
+    /// closes it when done, unless `release_fd()` hands it to a `socket.socket` first.
+    #[staticmethod]
+    #[pyo3(signature = (loop_, conn, face, protocol, buffered=false))]
+    fn adopt(
+        py: Python<'_>,
+        loop_: &Bound<'_, LoopCore>,
+        conn: &Bound<'_, AcceptedSocket>,
+        face: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        buffered: bool,
+    ) -> PyResult<Py<StreamTransport>> {
+        let fd = conn.get().take().ok_or_else(|| {
+            PyRuntimeError::new_err("the accepted connection was already taken or closed")
+        })?;
+        match Self::create(py, loop_, fd, Kind::Socket, face, protocol, buffered, false) {
+            Ok(transport) => {
+                transport.get().owns_fd.store(true, Ordering::Release);
+                Ok(transport)
+            }
+            Err(e) => {
+                // Taken, so closed here: nobody else holds it now.
+                let _ = sys::close(fd);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this transport owns its descriptor (see `adopt`).
+    fn owns_fd(&self) -> bool {
+        self.owns_fd.load(Ordering::Acquire)
+    }
+
+    /// Hands the descriptor to the caller, who wraps it in a `socket.socket` that will close
+    /// it; returns it.
+    fn release_fd(&self) -> PyResult<RawFd> {
+        if self.owns_fd.swap(false, Ordering::AcqRel) {
+            Ok(self.fd)
+        } else {
+            Err(PyRuntimeError::new_err(
+                "the transport does not own its descriptor",
+            ))
+        }
+    }
+
     /// Called once `connection_made` ran.
     fn start_reading(&self, py: Python<'_>) {
         let look = {
@@ -1076,6 +1145,7 @@ impl StreamTransport {
             _ => Ok(()),
         };
         drop(released);
+        self.close_owned_fd()?;
         result
     }
 

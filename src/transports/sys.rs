@@ -136,6 +136,58 @@ pub fn set_pipe_size(fd: RawFd, size: usize) -> io::Result<()> {
     syscall!(libc::fcntl(fd, libc::F_SETPIPE_SZ, size)).map(drop)
 }
 
+/// `accept4(fd)`: a new connection, non-blocking and close-on-exec, and its peer's address.
+pub fn accept(
+    fd: RawFd,
+    peer: &mut libc::sockaddr_storage,
+    peer_len: &mut libc::socklen_t,
+) -> io::Result<RawFd> {
+    let peer_ptr: *mut libc::sockaddr_storage = peer;
+    syscall!(libc::accept4(
+        fd,
+        peer_ptr.cast(),
+        peer_len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+    ))
+}
+
+/// `getsockname(fd)` into `addr`.
+pub fn sock_name(
+    fd: RawFd,
+    addr: &mut libc::sockaddr_storage,
+    addr_len: &mut libc::socklen_t,
+) -> io::Result<()> {
+    let addr_ptr: *mut libc::sockaddr_storage = addr;
+    syscall!(libc::getsockname(fd, addr_ptr.cast(), addr_len)).map(drop)
+}
+
+/// Turns off Nagle's algorithm on a TCP socket, as asyncio's `_set_nodelay` does.
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let on_ptr: *const libc::c_int = &on;
+    syscall!(libc::setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        on_ptr.cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
+/// Closes a file descriptor this process owns. Not retried on `EINTR`: on Linux the
+/// descriptor is released even then, and a retry could close one opened meanwhile.
+pub fn close(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `close` takes no pointers; callers own `fd` and forget it afterwards.
+    if unsafe { libc::close(fd) } == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 /// `shutdown(fd, SHUT_WR)`: the peer sees end of stream; reading goes on.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(libc::shutdown(fd, libc::SHUT_WR)).map(drop)
