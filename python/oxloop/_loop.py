@@ -39,6 +39,7 @@ from oxloop._process import ChildWatcher
 from oxloop._transports import (
     DatagramTransport,
     SocketTransport,
+    TransportTable,
     make_acceptor,
     make_pipe_transport,
 )
@@ -140,7 +141,7 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._signal_handlers: dict[int, Handle] = {}
-        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._transports = TransportTable(self._native_transport)
         self._unix_server_sockets: dict[socket.socket, int] = {}
         self._child_watcher: ChildWatcher | None = None
         self._coroutine_origin_tracking_enabled = False

@@ -21,6 +21,7 @@ import os
 import socket
 import stat
 import warnings
+import weakref
 from asyncio import (
     base_events,
     constants,
@@ -41,6 +42,44 @@ from oxloop._oxloop import AcceptedSocket, Acceptor, DatagramCore, StreamTranspo
 _SERVER_TRACKS_TRANSPORTS = (
     len(inspect.signature(base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
 )
+
+
+class TransportTable:
+    """`loop._transports`: the fd -> transport table asyncio's code consults (to refuse
+    `add_reader` & co. on a transport's fd) and keeps up to date.
+
+    Native socket transports are found in the loop's own table of registered transports, so
+    they cost no entry here; the others (asyncio's datagram transport) are kept in a weak
+    dictionary, as asyncio keeps them all.
+    """
+
+    __slots__ = ("_native", "_others")
+
+    def __init__(self, native: Callable[[int], Any]) -> None:
+        self._native = native
+        self._others: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+    def __getitem__(self, fd: int) -> Any:
+        transport = self._native(fd)
+        return self._others[fd] if transport is None else transport
+
+    def get(self, fd: int, default: Any = None) -> Any:
+        try:
+            return self[fd]
+        except KeyError:
+            return default
+
+    def __contains__(self, fd: object) -> bool:
+        return isinstance(fd, int) and self.get(fd) is not None
+
+    def __setitem__(self, fd: int, transport: Any) -> None:
+        if self._native(fd) is not transport:
+            self._others[fd] = transport
+
+    def __delitem__(self, fd: int) -> None:
+        # asyncio's sendfile takes a native transport out while the socket is lent to
+        # sock_sendfile; the transport has left the loop's table then (suspend_reactor).
+        self._others.pop(fd, None)
 
 
 def _set_nodelay(sock: socket.socket) -> None:
@@ -213,10 +252,9 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
             # Set once the transport is made: __del__ closes the socket only of a transport
             # that was.
             self._sock_obj = sock
-        loop._transports[fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
-        loop.call_soon(self._core.start_reading)
+        self._core.schedule_start_reading()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
@@ -302,8 +340,8 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         self._core.force_close(exc)
 
     def _log_eof(self) -> None:
-        if self._loop.get_debug():
-            base_logger().debug("%r received EOF", self)
+        # Called in debug mode only.
+        base_logger().debug("%r received EOF", self)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         protocol = self._core.get_protocol()
@@ -513,7 +551,7 @@ class _PipeFace:
         )
         loop.call_soon(protocol.connection_made, self)
         # Only once connection_made() has run: reading, or (a write end) watching the reader.
-        loop.call_soon(self._core.start_reading)
+        self._core.schedule_start_reading()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 

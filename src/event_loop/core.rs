@@ -63,10 +63,10 @@ pub(super) struct State {
     pub(super) clock_override: bool,
     /// A subclass overrides `_run_once()`: `run_forever` calls it for every iteration.
     pub(super) run_once_override: bool,
-    /// Native transports registered with the reactor, by slot (token `SOURCE_TOKEN_BASE + slot`).
+    /// Native transports registered with the reactor, indexed by their fd (token
+    /// `SOURCE_TOKEN_BASE + fd`): an fd is registered once at most, and descriptors are
+    /// small and dense, so the table is found by fd at once (`_native_transport`).
     pub(super) sources: Vec<Option<Py<StreamTransport>>>,
-    /// Free slots of `sources`.
-    pub(super) free_sources: Vec<usize>,
 }
 
 /// The native part of the event loop.
@@ -249,7 +249,7 @@ impl LoopCore {
         Ok(())
     }
 
-    /// Registers a native transport's fd with the reactor; returns its slot.
+    /// Registers a native transport's fd with the reactor; returns its slot (the fd).
     pub(crate) fn register_source(
         slf: &Bound<'_, Self>,
         fd: RawFd,
@@ -260,37 +260,40 @@ impl LoopCore {
         let mut st = slf.get().state.borrow_mut(py);
         let st = &mut *st;
         let registrar = st.registrar.as_ref().ok_or_else(loop_closed)?;
-        let slot = st.free_sources.pop().unwrap_or(st.sources.len());
-        if let Err(e) = registrar.register_source(fd, mio::Token(reactor::SOURCE_TOKEN_BASE + slot))
-        {
-            if slot < st.sources.len() {
-                st.free_sources.push(slot);
-            }
-            return Err(os_error(e));
+        let slot = usize::try_from(fd)
+            .map_err(|_| os_error(std::io::Error::from_raw_os_error(libc::EBADF)))?;
+        if st.sources.get(slot).is_some_and(Option::is_some) {
+            return Err(os_error(std::io::Error::from_raw_os_error(libc::EEXIST)));
         }
-        if slot == st.sources.len() {
-            st.sources.push(Some(transport));
-        } else {
-            st.sources[slot] = Some(transport);
+        registrar
+            .register_source(fd, mio::Token(reactor::SOURCE_TOKEN_BASE + slot))
+            .map_err(os_error)?;
+        if slot >= st.sources.len() {
+            st.sources.resize_with(slot + 1, || None);
         }
+        st.sources[slot] = Some(transport);
         Ok(slot)
     }
 
-    /// Undoes `register_source`.
-    pub(crate) fn deregister_source(slf: &Bound<'_, Self>, fd: RawFd, slot: usize) -> PyResult<()> {
+    /// Undoes `register_source`. `closing`: the caller owns the fd and closes it next, which
+    /// takes it out of the epoll set without an `epoll_ctl` (nothing else holds the file
+    /// open: the descriptor never left the transport).
+    pub(crate) fn deregister_source(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        slot: usize,
+        closing: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
         Self::own_reactor(slf)?;
         let released = {
             let mut st = slf.get().state.borrow_mut(py);
             let st = &mut *st;
             let result = match st.registrar.as_ref() {
-                Some(r) => r.deregister_source(fd).map_err(os_error),
-                None => Ok(()),
+                Some(r) if !closing => r.deregister_source(fd).map_err(os_error),
+                _ => Ok(()),
             };
             let released = st.sources.get_mut(slot).and_then(Option::take);
-            if released.is_some() {
-                st.free_sources.push(slot);
-            }
             result.map(|()| released)
         };
         // Dropped outside the borrow.
@@ -417,7 +420,6 @@ impl LoopCore {
                 clock_override: false,
                 run_once_override: false,
                 sources: Vec::new(),
-                free_sources: Vec::new(),
             }),
             poll: Mutex::new(Some(PollState {
                 poller,
@@ -722,7 +724,6 @@ impl LoopCore {
         let (ready, timers, readers, writers, registrar, signal_socket, sources) = {
             let mut st = self.state.borrow_mut(py);
             st.closed = true;
-            st.free_sources.clear();
             (
                 std::mem::take(&mut st.ready),
                 st.timers.drain(),
@@ -773,5 +774,11 @@ impl LoopCore {
     /// The `selectors` event mask of the watchers on `fd` (0 when none).
     fn _fd_events(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<u8> {
         super::io::watched_events(slf, fd)
+    }
+
+    /// The Python face of the native transport registered on `fd`, if any.
+    fn _native_transport(&self, py: Python<'_>, fd: i64) -> Option<Py<PyAny>> {
+        let slot = usize::try_from(fd).ok()?;
+        self.source(py, slot)?.get().face(py)
     }
 }

@@ -114,6 +114,8 @@ struct StreamState {
     write_queued: bool,
     /// Reading began (after `connection_made`) and has not stopped for good.
     reading: bool,
+    /// The read handle is queued to begin reading (`schedule_start_reading`).
+    start_pending: bool,
     /// `pause_reading()` is in effect.
     paused: bool,
     /// The reactor reported the peer's end of stream (or an error): a short read did not
@@ -267,6 +269,7 @@ impl StreamTransport {
                     read_queued: false,
                     write_queued: false,
                     reading: false,
+                    start_pending: false,
                     paused: false,
                     read_closed: false,
                     closing: false,
@@ -370,7 +373,34 @@ impl StreamTransport {
         }
     }
 
-    fn face(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    /// Called once `connection_made` ran.
+    fn start_reading(&self, py: Python<'_>) {
+        let look = {
+            let mut st = self.state.borrow_mut(py);
+            if st.closing || st.loop_.is_none() {
+                return;
+            }
+            st.reading = true;
+            // A write end has nothing to read; only a reader already gone is news.
+            self.kind != Kind::PipeWrite || st.read_closed
+        };
+        if look {
+            self.queue_read(py);
+        }
+    }
+
+    fn loop_debug(&self, py: Python<'_>) -> bool {
+        let loop_ = self
+            .state
+            .borrow_mut(py)
+            .loop_
+            .as_ref()
+            .map(|l| l.clone_ref(py));
+        loop_.is_some_and(|l| l.get().debug(py))
+    }
+
+    /// The Python face (nothing once detached).
+    pub(crate) fn face(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
             .borrow_mut(py)
             .face
@@ -510,7 +540,9 @@ impl StreamTransport {
             }
             return self.call_face(py, intern!(py, "_closed_by_peer"));
         }
-        self.call_face(py, intern!(py, "_log_eof"))?;
+        if self.loop_debug(py) {
+            self.call_face(py, intern!(py, "_log_eof"))?;
+        }
         let Some(keep_open) = self.call_protocol(
             py,
             intern!(py, "eof_received"),
@@ -895,23 +927,34 @@ impl StreamTransport {
         }
     }
 
-    /// Called once `connection_made` ran.
-    fn start_reading(&self, py: Python<'_>) {
-        let look = {
+    /// Queues `start_reading()` behind what is queued now (the face's `connection_made`),
+    /// through the transport's own read handle rather than a new one.
+    fn schedule_start_reading(&self, py: Python<'_>) {
+        let (handle, core) = {
             let mut st = self.state.borrow_mut(py);
-            if st.closing || st.loop_.is_none() {
+            if st.read_queued || st.start_pending {
                 return;
             }
-            st.reading = true;
-            // A write end has nothing to read; only a reader already gone is news.
-            self.kind != Kind::PipeWrite || st.read_closed
+            st.start_pending = true;
+            st.read_queued = true;
+            (
+                st.read_handle.as_ref().map(|h| h.clone_ref(py)),
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            )
         };
-        if look {
-            self.queue_read(py);
+        if let (Some(h), Some(core)) = (handle, core) {
+            core.get().push_ready(py, h);
         }
     }
 
     fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        if std::mem::take(&mut self.state.borrow_mut(py).start_pending) {
+            self.state.borrow_mut(py).read_queued = false;
+            // As after asyncio's add_reader: the first read comes in a later iteration, after
+            // what connection_made scheduled.
+            self.start_reading(py);
+            return Ok(());
+        }
         let buffered = {
             let mut st = self.state.borrow_mut(py);
             st.read_queued = false;
@@ -1093,7 +1136,9 @@ impl StreamTransport {
             (st.loop_.as_ref().map(|l| l.clone_ref(py)), st.slot.take())
         };
         match (loop_, slot) {
-            (Some(loop_), Some(slot)) => LoopCore::deregister_source(loop_.bind(py), self.fd, slot),
+            (Some(loop_), Some(slot)) => {
+                LoopCore::deregister_source(loop_.bind(py), self.fd, slot, false)
+            }
             _ => Ok(()),
         }
     }
@@ -1141,7 +1186,9 @@ impl StreamTransport {
             )
         };
         let result = match (&released.0, released.1) {
-            (Some(loop_), Some(slot)) => LoopCore::deregister_source(loop_.bind(py), self.fd, slot),
+            (Some(loop_), Some(slot)) => {
+                LoopCore::deregister_source(loop_.bind(py), self.fd, slot, self.owns_fd())
+            }
             _ => Ok(()),
         };
         drop(released);
