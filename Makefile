@@ -67,9 +67,14 @@ ECHO_ARGS ?=
 bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a pure-Rust floor)
 	$(PY) benches/echo.py $(ECHO_ARGS)
 
+CONNECTIONS_ARGS ?=
+
+bench-connections: build ## Connection churn (accept, echo 64 B, close) on TCP and Unix: asyncio vs uvloop vs oxloop vs a Rust floor
+	$(PY) benches/echo.py --only churn --conns 8 --rounds 5 $(CONNECTIONS_ARGS)
+
 PROCESSES_ARGS ?=
 
 bench-processes: build ## Subprocess spawn and pipe throughput: asyncio vs uvloop vs oxloop
 	$(PY) benches/processes.py $(PROCESSES_ARGS)
 
-.PHONY: help venv build demo test-servers test test-debug test-versions lint bench bench-echo bench-processes
+.PHONY: help venv build demo test-servers test test-debug test-versions lint bench bench-echo bench-connections bench-processes

@@ -9,7 +9,13 @@ Each cell of the table is one echo server -- a loop (asyncio, uvloop, oxloop), a
     sock      ``loop.sock_accept`` / ``sock_recv`` / ``sock_sendall``, one task per connection
 
 on TCP and Unix sockets with 1 KiB, 16 KiB and 100 KiB messages, plus UDP (protocol mode,
-1 KiB). The "rust" column is ``benches/loadgen``'s ``echo-server``: single-threaded epoll in
+1 KiB). Asked for with ``--only churn`` (``make bench-connections``), two more rows measure
+the connection life cycle instead of established connections:
+
+    churn     the protocol server, under a load generator that opens a connection, sends
+              64 B, waits for the echo and closes it, over and over (``loadgen --churn``):
+              each "message" is one connection accepted, echoed and closed
+ The "rust" column is ``benches/loadgen``'s ``echo-server``: single-threaded epoll in
 plain Rust, the same work with no interpreter -- the floor any Python loop is measured against.
 
 Method
@@ -87,10 +93,10 @@ RUST_SERVER = LOADGEN_DIR / "target" / "release" / "echo-server"
 PY_SERVER = ROOT / "benches" / "echo_server.py"
 
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "rust")
-MODES = ("protocol", "streams", "sock")
+MODES = ("protocol", "streams", "sock", "churn")
 TRANSPORTS = ("tcp", "unix", "udp")
-SIZES = {"1k": 1024, "16k": 16 * 1024, "100k": 100 * 1024}
-SIZE_NAMES = {"1k": "1 KiB", "16k": "16 KiB", "100k": "100 KiB"}
+SIZES = {"64": 64, "1k": 1024, "16k": 16 * 1024, "100k": 100 * 1024}
+SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "100k": "100 KiB"}
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -115,9 +121,14 @@ class Row:
         return f"{self.mode} {self.transport} {self.size}"
 
 
-ALL_ROWS = [Row(m, t, s) for m in MODES for t in ("tcp", "unix") for s in SIZES] + [
+ECHO_MODES = ("protocol", "streams", "sock")
+ECHO_SIZES = ("1k", "16k", "100k")
+ALL_ROWS = [Row(m, t, s) for m in ECHO_MODES for t in ("tcp", "unix") for s in ECHO_SIZES] + [
     Row("protocol", "udp", "1k")
 ]
+# Connection churn (`make bench-connections`): the protocol server, each connection carrying
+# one 64 B message and then closed by the client. Run only when asked for (--only churn).
+CHURN_ROWS = [Row("churn", "tcp", "64"), Row("churn", "unix", "64")]
 
 
 class RunError(Exception):
@@ -274,6 +285,8 @@ def run_once(
             "--pid",
             str(proc.pid),
         ]
+        if row.mode == "churn":
+            cmd += ["--churn", "1"]
         try:
             done = subprocess.run(
                 cmd,
@@ -314,6 +327,8 @@ def run_once(
 def server_command(loop: str, mode: str, cold_malloc: bool) -> list[str]:
     if loop == "rust":
         return [str(RUST_SERVER)]
+    # Churn is served by the protocol server; only the load differs.
+    mode = "protocol" if mode == "churn" else mode
     cmd = [sys.executable, str(PY_SERVER), "--loop", loop, "--mode", mode]
     return [*cmd, "--cold-malloc"] if cold_malloc else cmd
 
@@ -351,9 +366,10 @@ def select_rows(only: str, parser: argparse.ArgumentParser) -> list[Row]:
                 f"--only: unknown {token!r}; modes {', '.join(MODES)}, transports "
                 f"{', '.join(TRANSPORTS)}, sizes {', '.join(SIZES)}"
             )
+    candidates = ALL_ROWS + CHURN_ROWS if "churn" in wanted["mode"] else ALL_ROWS
     rows = [
         r
-        for r in ALL_ROWS
+        for r in candidates
         if all(not chosen or getattr(r, field) in chosen for field, chosen in wanted.items())
     ]
     if not rows:
@@ -405,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated filters: modes (protocol, streams, sock), transports "
-        "(tcp, unix, udp), sizes (1k, 16k, 100k); default: every cell",
+        help="comma-separated filters: modes (protocol, streams, sock; churn, a new "
+        "connection per 64 B message, only when named), transports (tcp, unix, udp), sizes "
+        "(1k, 16k, 100k); default: every echo cell",
     )
     parser.add_argument("--conns", type=int, default=10, help="connections (default: 10)")
     parser.add_argument(
@@ -462,14 +479,14 @@ def main(argv: list[str] | None = None) -> int:
     # results[row][loop]: every run, or None once that cell failed. The rust floor does not
     # depend on the mode: it runs once per (transport, size) and is shared by those rows.
     results: dict[Row, dict[str, list[dict[str, Any]] | None]] = {}
-    floor: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
+    floor: dict[tuple[bool, str, str], list[dict[str, Any]] | None] = {}
     workdir = Path(tempfile.mkdtemp(prefix="oxloop-echo-"))
     serial = 0
     try:
         for row in rows:
             print(f"\n{row.label()}", flush=True)
             cells: dict[str, list[dict[str, Any]] | None] = {}
-            floor_key = (row.transport, row.size)
+            floor_key = (row.mode == "churn", row.transport, row.size)
             for loop in loops:
                 if loop == "rust" and floor_key in floor:
                     continue  # measured for an earlier row
@@ -559,7 +576,8 @@ def print_table(
         f"warm-up), {args.conns} connections each with one message in flight, Python {python}, "
         + ("server pinned to CPU 0, load generator to CPU 1" if pinned else "unpinned")
         + (", Python servers with malloc as start-up left it" if args.cold_malloc else "")
-        + ". CPU µs/msg is the server's user + system CPU time per echoed message"
+        + ". CPU µs/msg is the server's user + system CPU time per echoed message (churn: "
+        + "per connection accepted, echoed once and closed)"
         + (
             "; the oxloop/... columns divide oxloop's by the other loop's (below 1: oxloop "
             "spends less)"

@@ -300,14 +300,17 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        sock = getattr(self, "_sock_obj", None)
         core = getattr(self, "_core", None)
-        if core is not None and not self._closed():
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+        if sock is None and (core is None or not core.owns_fd()):
+            return  # closed, as nearly every transport is by now
+        _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+        if core is not None:
             core.detach()
-            if self._sock_obj is not None:
-                self._sock_obj.close()
-                self._sock_obj = None
-            self._detach_server()
+        if sock is not None:
+            sock.close()
+            self._sock_obj = None
+        self._detach_server()
 
     # -- the Transport API --------------------------------------------------------------
 

@@ -5,7 +5,8 @@
 //! Task per connection to run `_accept_connection2`: the protocol factory, the transport and a
 //! future awaited until `connection_made` has been scheduled. This does the same work without
 //! the socket object, the task, its coroutine and the future: `accept4` (non-blocking and
-//! close-on-exec in one call), the peer's and the local address from the kernel, `TCP_NODELAY`,
+//! close-on-exec in one call), the peer's address from the kernel (and the local one, unless
+//! it is the listener's own, as with a Unix socket or an address bound), `TCP_NODELAY`,
 //! and then a handle on the ready queue that runs the Python side of the connection
 //! (`connect(accepted, extra)`: the factory and the transport) in a fresh copy of the context,
 //! as asyncio's task does, one iteration later, as asyncio's task step runs.
@@ -98,6 +99,35 @@ pub struct Acceptor {
     /// `accepted(conn, peername)` in debug mode: logs as asyncio does and returns what
     /// `connect` gets instead of `conn` (a `socket.socket`, for the log's sake).
     debug_log: Py<PyAny>,
+    /// Every connection's local address, when it is the listener's own: a Unix socket's path,
+    /// or a TCP listener bound to one address. A wildcard listener's connections each ask.
+    sockname: Option<Py<PyAny>>,
+}
+
+/// The local address every connection accepted on `fd` shares, if the listener's is one.
+fn shared_sockname(py: Python<'_>, fd: RawFd) -> PyResult<Option<Py<PyAny>>> {
+    let mut local = RawAddr::empty();
+    if sys::sock_name(fd, &mut local.storage, &mut local.len).is_err() {
+        return Ok(None);
+    }
+    let specific = match libc::c_int::from(local.storage.ss_family) {
+        libc::AF_UNIX => true,
+        libc::AF_INET => {
+            // SAFETY: the kernel filled `storage` with a sockaddr_in (family AF_INET).
+            let sin = unsafe { &*(&local.storage as *const _ as *const libc::sockaddr_in) };
+            sin.sin_addr.s_addr != libc::INADDR_ANY
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled `storage` with a sockaddr_in6 (family AF_INET6).
+            let sin6 = unsafe { &*(&local.storage as *const _ as *const libc::sockaddr_in6) };
+            sin6.sin6_addr.s6_addr != [0; 16]
+        }
+        _ => false,
+    };
+    if !specific {
+        return Ok(None);
+    }
+    Ok(address_to_py(py, &local)?.map(Bound::unbind))
 }
 
 /// One connection `accept_one` took.
@@ -136,10 +166,15 @@ impl Acceptor {
             // asyncio sets it on every TCP transport; a failure is as harmless as there.
             let _ = sys::set_nodelay(fd);
         }
-        let mut local = RawAddr::empty();
-        let sockname = match sys::sock_name(fd, &mut local.storage, &mut local.len) {
-            Ok(()) => address_to_py(py, &local)?,
-            Err(_) => None,
+        let sockname = match &self.sockname {
+            Some(shared) => Some(shared.bind(py).clone()),
+            None => {
+                let mut local = RawAddr::empty();
+                match sys::sock_name(fd, &mut local.storage, &mut local.len) {
+                    Ok(()) => address_to_py(py, &local)?,
+                    Err(_) => None,
+                }
+            }
         };
         let peername = address_to_py(py, &peer)?;
         let extra = PyDict::new(py);
@@ -159,6 +194,7 @@ impl Acceptor {
     #[pyo3(signature = (loop_, fd, family, backlog, connect, failed, debug_log))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         loop_: Py<LoopCore>,
         fd: RawFd,
         family: i32,
@@ -166,8 +202,8 @@ impl Acceptor {
         connect: Py<PyAny>,
         failed: Py<PyAny>,
         debug_log: Py<PyAny>,
-    ) -> Self {
-        Acceptor {
+    ) -> PyResult<Self> {
+        Ok(Acceptor {
             loop_,
             fd,
             family,
@@ -175,7 +211,8 @@ impl Acceptor {
             connect,
             failed,
             debug_log,
-        }
+            sockname: shared_sockname(py, fd)?,
+        })
     }
 
     /// The fd watcher's callback: accepts what is waiting, up to `backlog` connections.
@@ -214,6 +251,7 @@ impl Acceptor {
         visit.call(&self.loop_)?;
         visit.call(&self.connect)?;
         visit.call(&self.failed)?;
-        visit.call(&self.debug_log)
+        visit.call(&self.debug_log)?;
+        visit.call(&self.sockname)
     }
 }

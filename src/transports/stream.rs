@@ -216,6 +216,15 @@ impl StreamTransport {
     /// Puts the read (or write) handle on the ready queue, unless it is there already or
     /// (reads) reading is off.
     fn queue(&self, py: Python<'_>, read: bool) {
+        if !read && self.state.borrow_mut(py).write_handle.is_none() {
+            // Most connections never find the kernel's buffer full: their write handle is
+            // made the first time one does, in the context of the write that left output.
+            if let Err(e) = self.make_write_handle(py) {
+                // Nothing to report it to; the output waits for close or the next write.
+                e.write_unraisable(py, None);
+                return;
+            }
+        }
         let (handle, core) = {
             let mut st = self.state.borrow_mut(py);
             let st = &mut *st;
@@ -239,6 +248,26 @@ impl StreamTransport {
         if let (Some(h), Some(core)) = (handle, core) {
             core.get().push_ready(py, h);
         }
+    }
+
+    fn make_write_handle(&self, py: Python<'_>) -> PyResult<()> {
+        let (face, loop_) = {
+            let st = self.state.borrow_mut(py);
+            match (&st.face, &st.loop_) {
+                (Some(f), Some(l)) => (f.clone_ref(py), l.clone_ref(py)),
+                _ => return Ok(()),
+            }
+        };
+        let callback = face
+            .bind(py)
+            .getattr(intern!(py, "_core"))?
+            .getattr(intern!(py, "_write_ready"))?;
+        let loop_ = loop_.bind(py);
+        let debug = loop_.get().debug(py);
+        let handle = LoopCore::new_handle(loop_, callback, PyTuple::empty(py), None, debug)?;
+        let old = self.state.borrow_mut(py).write_handle.replace(handle);
+        drop(old);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -288,17 +317,12 @@ impl StreamTransport {
         )?;
         let bound = transport.bind(py);
         let debug = loop_.get().debug(py);
-        let handle = |method: &Bound<'_, pyo3::types::PyString>| {
-            let callback = bound.getattr(method)?;
-            LoopCore::new_handle(loop_, callback, PyTuple::empty(py), None, debug)
-        };
-        let read = handle(intern!(py, "_read_ready"))?;
-        let write = handle(intern!(py, "_write_ready"))?;
+        let callback = bound.getattr(intern!(py, "_read_ready"))?;
+        let read = LoopCore::new_handle(loop_, callback, PyTuple::empty(py), None, debug)?;
         let slot = LoopCore::register_source(loop_, fd, transport.clone_ref(py))?;
         {
             let mut st = transport.get().state.borrow_mut(py);
             st.read_handle = Some(read);
-            st.write_handle = Some(write);
             st.slot = Some(slot);
         }
         Ok(transport)
