@@ -69,8 +69,8 @@ bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a p
 
 CONNECTIONS_ARGS ?=
 
-bench-connections: build ## Connection churn (accept, echo 64 B, close) on TCP and Unix: asyncio vs uvloop vs oxloop vs a Rust floor
-	$(PY) benches/echo.py --only churn --conns 8 --rounds 5 $(CONNECTIONS_ARGS)
+bench-connections: build ## Connection churn (plain and TLS) and TLS echo: asyncio vs uvloop vs oxloop (and a Rust floor)
+	$(PY) benches/echo.py --only churn,tls-churn,tls --conns 8 --rounds 5 $(CONNECTIONS_ARGS)
 
 PROCESSES_ARGS ?=
 

@@ -9,12 +9,17 @@ Each cell of the table is one echo server -- a loop (asyncio, uvloop, oxloop), a
     sock      ``loop.sock_accept`` / ``sock_recv`` / ``sock_sendall``, one task per connection
 
 on TCP and Unix sockets with 1 KiB, 16 KiB and 100 KiB messages, plus UDP (protocol mode,
-1 KiB). Asked for with ``--only churn`` (``make bench-connections``), two more rows measure
-the connection life cycle instead of established connections:
+1 KiB). Asked for by mode (``make bench-connections``), more rows measure the connection life cycle
+and TLS:
 
     churn     the protocol server, under a load generator that opens a connection, sends
               64 B, waits for the echo and closes it, over and over (``loadgen --churn``):
               each "message" is one connection accepted, echoed and closed
+    tls-churn the same over TLS (``ssl=`` on ``create_server``; the load generator speaks
+              rustls, without session resumption): a full handshake per connection
+    tls       the TLS protocol server echoing 1 KiB and 64 KiB on established connections
+
+(``--only churn,tls-churn,tls``). The TLS rows have no Rust floor.
  The "rust" column is ``benches/loadgen``'s ``echo-server``: single-threaded epoll in
 plain Rust, the same work with no interpreter -- the floor any Python loop is measured against.
 
@@ -93,10 +98,10 @@ RUST_SERVER = LOADGEN_DIR / "target" / "release" / "echo-server"
 PY_SERVER = ROOT / "benches" / "echo_server.py"
 
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "rust")
-MODES = ("protocol", "streams", "sock", "churn")
+MODES = ("protocol", "streams", "sock", "churn", "tls-churn", "tls")
 TRANSPORTS = ("tcp", "unix", "udp")
-SIZES = {"64": 64, "1k": 1024, "16k": 16 * 1024, "100k": 100 * 1024}
-SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "100k": "100 KiB"}
+SIZES = {"64": 64, "1k": 1024, "16k": 16 * 1024, "64k": 64 * 1024, "100k": 100 * 1024}
+SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "64k": "64 KiB", "100k": "100 KiB"}
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -126,9 +131,18 @@ ECHO_SIZES = ("1k", "16k", "100k")
 ALL_ROWS = [Row(m, t, s) for m in ECHO_MODES for t in ("tcp", "unix") for s in ECHO_SIZES] + [
     Row("protocol", "udp", "1k")
 ]
-# Connection churn (`make bench-connections`): the protocol server, each connection carrying
-# one 64 B message and then closed by the client. Run only when asked for (--only churn).
-CHURN_ROWS = [Row("churn", "tcp", "64"), Row("churn", "unix", "64")]
+# The connection rows (`make bench-connections`), run only when their modes are named: churn,
+# the protocol server with each connection carrying one 64 B message, closed by the client;
+# tls-churn, the same over TLS (a full handshake per connection); tls, the TLS protocol server
+# echoing on established connections.
+CONNECTION_MODES = ("churn", "tls-churn", "tls")
+CONNECTION_ROWS = [
+    Row("churn", "tcp", "64"),
+    Row("churn", "unix", "64"),
+    Row("tls-churn", "tcp", "64"),
+    Row("tls", "tcp", "1k"),
+    Row("tls", "tcp", "64k"),
+]
 
 
 class RunError(Exception):
@@ -188,6 +202,27 @@ def pinning(wanted: bool) -> tuple[list[str], list[str]]:
 
 
 # --- one run ----------------------------------------------------------------------------------
+
+
+def make_certificates(workdir: Path) -> None:
+    """A throwaway CA (ca.pem, for the load generator) and a certificate for localhost signed
+    by it (server.pem, server.key), for the TLS rows."""
+    try:
+        import trustme
+    except ImportError:
+        sys.exit("echo.py: the TLS rows need trustme (pip install -r requirements-test.txt)")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(workdir / "ca.pem"))
+    cert = ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(workdir / "server.pem"))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(workdir / "server.pem"), append=True)
+    cert.private_key_pem.write_to_path(str(workdir / "server.key"))
+
+
+def tls_server_args(workdir: Path) -> list[str]:
+    return ["--tls-cert", str(workdir / "server.pem"), "--tls-key", str(workdir / "server.key")]
+
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -258,6 +293,8 @@ def run_once(
     sock_path = workdir / f"echo-{serial}.sock"
     where = str(sock_path) if row.transport == "unix" else "127.0.0.1:0"
     errlog = workdir / f"server-{serial}.err"
+    if row.mode.startswith("tls"):
+        server_cmd = [*server_cmd, *tls_server_args(workdir)]
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
             [*pins[0], *server_cmd, f"--{row.transport}", where],
@@ -285,8 +322,10 @@ def run_once(
             "--pid",
             str(proc.pid),
         ]
-        if row.mode == "churn":
+        if row.mode in ("churn", "tls-churn"):
             cmd += ["--churn", "1"]
+        if row.mode.startswith("tls"):
+            cmd += ["--tls", str(workdir / "ca.pem")]
         try:
             done = subprocess.run(
                 cmd,
@@ -327,8 +366,8 @@ def run_once(
 def server_command(loop: str, mode: str, cold_malloc: bool) -> list[str]:
     if loop == "rust":
         return [str(RUST_SERVER)]
-    # Churn is served by the protocol server; only the load differs.
-    mode = "protocol" if mode == "churn" else mode
+    # The connection rows are served by the protocol server; the load (and TLS) differ.
+    mode = "protocol" if mode in CONNECTION_MODES else mode
     cmd = [sys.executable, str(PY_SERVER), "--loop", loop, "--mode", mode]
     return [*cmd, "--cold-malloc"] if cold_malloc else cmd
 
@@ -366,7 +405,9 @@ def select_rows(only: str, parser: argparse.ArgumentParser) -> list[Row]:
                 f"--only: unknown {token!r}; modes {', '.join(MODES)}, transports "
                 f"{', '.join(TRANSPORTS)}, sizes {', '.join(SIZES)}"
             )
-    candidates = ALL_ROWS + CHURN_ROWS if "churn" in wanted["mode"] else ALL_ROWS
+    candidates = ALL_ROWS
+    if wanted["mode"] & set(CONNECTION_MODES):
+        candidates = ALL_ROWS + CONNECTION_ROWS
     rows = [
         r
         for r in candidates
@@ -481,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[Row, dict[str, list[dict[str, Any]] | None]] = {}
     floor: dict[tuple[bool, str, str], list[dict[str, Any]] | None] = {}
     workdir = Path(tempfile.mkdtemp(prefix="oxloop-echo-"))
+    if any(row.mode.startswith("tls") for row in rows):
+        make_certificates(workdir)
     serial = 0
     try:
         for row in rows:
@@ -488,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             cells: dict[str, list[dict[str, Any]] | None] = {}
             floor_key = (row.mode == "churn", row.transport, row.size)
             for loop in loops:
-                if loop == "rust" and floor_key in floor:
-                    continue  # measured for an earlier row
+                if loop == "rust" and (floor_key in floor or row.mode.startswith("tls")):
+                    continue  # measured for an earlier row, or (TLS) not measured
                 cells[loop] = []
             for rnd in range(1, args.rounds + 1):
                 for loop, runs in cells.items():
@@ -513,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {loop:8} round {rnd}: {describe(report)}", flush=True)
             if "rust" in cells:
                 floor[floor_key] = cells["rust"]
+            elif "rust" in loops and row.mode.startswith("tls"):
+                cells["rust"] = None
             elif "rust" in loops:
                 cells["rust"] = floor[floor_key]
                 print("  rust     (floor measured above)", flush=True)
@@ -560,13 +605,15 @@ def print_table(
     rows: list[list[str]] = []
     for row, per_loop in summary.items():
         line = [row.mode, row.transport, SIZE_NAMES[row.size]]
+        # No Rust floor is measured for TLS.
+        missing = {x: "-" if x == "rust" and row.mode.startswith("tls") else "error" for x in loops}
         for loop in loops:
             s = per_loop[loop]
-            line.append(f"{s['msgs_per_s'] / 1000:.1f}k" if s else "error")
+            line.append(f"{s['msgs_per_s'] / 1000:.1f}k" if s else missing[loop])
         for loop in loops:
             s = per_loop[loop]
             cpu = s["cpu_us_per_msg"] if s else None
-            line.append(f"{cpu:.1f}" if cpu is not None else "error")
+            line.append(f"{cpu:.1f}" if cpu is not None else missing[loop])
         for other in ratios:
             r = cpu_ratio(per_loop["oxloop"], per_loop[other])
             line.append(f"{r:.2f}" if r is not None else "-")

@@ -20,6 +20,9 @@ Modes, each the idiomatic way to write an echo server with that asyncio API:
 The server checks that the running loop is the one asked for, so a misconfigured loop
 factory fails loudly instead of benchmarking the wrong loop.
 
+With ``--tls-cert`` and ``--tls-key`` the protocol and streams servers speak TLS (``ssl=`` on
+``create_server`` / ``start_server``).
+
 Before serving it frees a 1 MiB block, so that every server starts with the same C allocator
 state (``settle_malloc`` in ``benchutil.py``); ``--cold-malloc`` skips that.
 """
@@ -33,6 +36,7 @@ import importlib
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -188,17 +192,21 @@ async def serve(args: argparse.Namespace) -> None:
         task = loop.create_task(sock_server(loop, listener))
         closers += [task.cancel, listener.close]
     else:
+        tls = None
+        if args.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
         if args.mode == "protocol":
             if args.unix:
-                server = await loop.create_unix_server(EchoProtocol, args.unix)
+                server = await loop.create_unix_server(EchoProtocol, args.unix, ssl=tls)
             else:
                 host, port = host_port(args.tcp)
-                server = await loop.create_server(EchoProtocol, host, port)
+                server = await loop.create_server(EchoProtocol, host, port, ssl=tls)
         elif args.unix:
-            server = await asyncio.start_unix_server(stream_echo, args.unix)
+            server = await asyncio.start_unix_server(stream_echo, args.unix, ssl=tls)
         else:
             host, port = host_port(args.tcp)
-            server = await asyncio.start_server(stream_echo, host, port)
+            server = await asyncio.start_server(stream_echo, host, port, ssl=tls)
         address = format_address(server.sockets[0])
         closers.append(server.close)
 
@@ -222,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve with the C allocator as start-up left it (see settle_malloc)",
     )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     args = parser.parse_args(argv)
     if args.udp and args.mode != "protocol":
         parser.error("UDP is served in protocol mode only")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert and (args.udp or args.mode == "sock"):
+        parser.error("TLS is served in protocol and streams modes, over TCP or Unix sockets")
     if not args.cold_malloc:
         settle_malloc()
     try:

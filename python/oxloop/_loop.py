@@ -125,6 +125,7 @@ class DefaultExecutor(concurrent.futures.ThreadPoolExecutor):
 
 # Listening sockets whose connections `_start_serving` accepts natively.
 _NATIVE_ACCEPT_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+_SSL_TIMEOUTS = ("ssl_handshake_timeout", "ssl_shutdown_timeout")
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -691,14 +692,19 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         backlog: int = 100,
         *timeouts: Any,
     ) -> None:
-        # Plain TCP and Unix listeners accept natively; TLS keeps asyncio's path.
-        if sslcontext or sock.family not in _NATIVE_ACCEPT_FAMILIES:
+        # TCP and Unix listeners accept natively; others keep asyncio's path.
+        if sock.family not in _NATIVE_ACCEPT_FAMILIES:
             super()._start_serving(  # type: ignore[misc]
                 protocol_factory, sock, sslcontext, server, backlog, *timeouts
             )
             return
+        # asyncio passes the TLS timeouts on by position: the handshake's, then (3.11+) the
+        # shutdown's.
+        ssl_timeouts = dict(zip(_SSL_TIMEOUTS, timeouts, strict=False))
         serve_again = (protocol_factory, sock, sslcontext, server, backlog, *timeouts)
-        acceptor = make_acceptor(self, protocol_factory, sock, server, backlog, serve_again)
+        acceptor = make_acceptor(
+            self, protocol_factory, sock, sslcontext, server, backlog, ssl_timeouts, serve_again
+        )
         self._add_reader(sock.fileno(), acceptor)
 
     def _make_socket_transport(

@@ -15,6 +15,7 @@ stdio included), after asyncio's `_UnixReadPipeTransport` / `_UnixWritePipeTrans
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -25,6 +26,7 @@ import weakref
 from asyncio import (
     base_events,
     constants,
+    exceptions,
     futures,
     protocols,
     selector_events,
@@ -400,33 +402,67 @@ def make_acceptor(
     loop: Any,
     protocol_factory: Callable[[], protocols.BaseProtocol],
     sock: socket.socket,
+    sslcontext: Any,
     server: Any,
     backlog: int,
+    ssl_timeouts: dict[str, Any],
     serve_again: tuple[Any, ...],
 ) -> Acceptor:
-    """The native accept callback for a listening socket without TLS: asyncio's
-    `_accept_connection` and `_accept_connection2`, with the same error handling.
+    """The native accept callback for a listening socket: asyncio's `_accept_connection` and
+    `_accept_connection2`, with the same error handling, and asyncio's TLS protocol when
+    `sslcontext` is given (`ssl_timeouts`: its handshake and shutdown timeouts, by name).
     `serve_again`: the arguments `loop._start_serving` is called with again once accepting
     resumes after running out of descriptors."""
 
+    def report(exc: BaseException, protocol: Any, transport: Any) -> None:
+        # asyncio reports a connection that could not be set up in debug mode only.
+        if loop._debug:
+            context = {
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            }
+            if protocol is not None:
+                context["protocol"] = protocol
+            if transport is not None:
+                context["transport"] = transport
+            loop.call_exception_handler(context)
+
+    def handshake_done(protocol: Any, transport: Any, waiter: futures.Future[None]) -> None:
+        exc = exceptions.CancelledError() if waiter.cancelled() else waiter.exception()
+        if exc is not None:
+            transport.close()
+            report(exc, protocol, transport)
+
     def connect(conn: AcceptedSocket | socket.socket, extra: dict[str, Any]) -> None:
         protocol = None
+        transport = None
         try:
             protocol = protocol_factory()
-            SocketTransport(loop, conn, protocol, None, extra, server)
+            if sslcontext:
+                waiter = loop.create_future()
+                transport = loop._make_ssl_transport(
+                    conn,
+                    protocol,
+                    sslcontext,
+                    waiter,
+                    server_side=True,
+                    extra=extra,
+                    server=server,
+                    **ssl_timeouts,
+                )
+                # What asyncio's task awaits: the handshake; a failed one closes the transport.
+                waiter.add_done_callback(functools.partial(handshake_done, protocol, transport))
+            else:
+                SocketTransport(loop, conn, protocol, None, extra, server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             # asyncio leaves the socket to the collector; here it is closed at once.
-            conn.close()
-            if loop._debug:
-                context = {
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                }
-                if protocol is not None:
-                    context["protocol"] = protocol
-                loop.call_exception_handler(context)
+            if transport is None:
+                conn.close()
+            else:
+                transport.close()
+            report(exc, protocol, transport)
 
     def failed(exc: OSError) -> None:
         if exc.errno not in _ACCEPT_RESOURCE_ERRORS:

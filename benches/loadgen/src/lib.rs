@@ -2,6 +2,8 @@
 //! generator, and `echo-server`, a single-threaded echo server in plain Rust (the floor the
 //! Python servers are measured against). Both are single-threaded mio (epoll) loops.
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};

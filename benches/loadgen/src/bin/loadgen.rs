@@ -19,16 +19,23 @@
 //! client closes the connection and opens a new one in its place (a non-blocking connect), so
 //! the server accepts, echoes and closes a connection per message. A Unix connect refused for
 //! a full backlog (`EAGAIN`) is tried again on the next turn of the poll.
+//!
+//! With `--tls CA.pem` the connections speak TLS (rustls, no session resumption: with
+//! `--churn`, every connection is a full handshake).
 
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loadgen::tls::TlsStream;
 use loadgen::{Duplex, Endpoint, Flags};
 use mio::net::{TcpStream, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
 
 const USAGE: &str = "\
 usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]
@@ -41,6 +48,8 @@ usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]
   --udp-timeout-ms MS  resend a UDP message not echoed within this time [100]
   --stall SECS         give up when no message completes for this long [10]
   --churn 1            TCP/Unix: a new connection for every message, closed once echoed
+  --tls CA.pem         TCP/Unix: TLS, trusting this CA, for the name localhost (with
+                       --churn: a full handshake per connection)
 
 Prints one JSON line: messages, bytes, seconds, msgs_per_s, p50_us, p99_us, ...";
 
@@ -56,6 +65,7 @@ const KNOWN: &[&str] = &[
     "udp-timeout-ms",
     "stall",
     "churn",
+    "tls",
 ];
 
 /// The pattern's period: prime, so consecutive offsets never give the same bytes.
@@ -75,6 +85,7 @@ struct Config {
     udp_timeout: Duration,
     stall: Duration,
     churn: bool,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 fn seconds(flags: &Flags, name: &str, default: f64) -> Result<Duration, String> {
@@ -94,6 +105,14 @@ impl Config {
         if size == 0 {
             return Err("--size must be at least 1".into());
         }
+        let tls = if flags.has("tls") {
+            if matches!(endpoint, Endpoint::Udp(_)) {
+                return Err("--tls is for TCP and Unix connections".into());
+            }
+            Some(loadgen::tls::client_config(Path::new(flags.str("tls")?))?)
+        } else {
+            None
+        };
         let churn = flags.num("churn", 0u8)? != 0;
         if churn && matches!(endpoint, Endpoint::Udp(_)) {
             return Err("--churn is for TCP and Unix connections".into());
@@ -120,6 +139,7 @@ impl Config {
             udp_timeout: Duration::from_millis(flags.num("udp-timeout-ms", 100)?),
             stall: seconds(&flags, "stall", 10.0)?,
             churn: flags.num("churn", 0u8)? != 0,
+            tls,
         })
     }
 }
@@ -204,9 +224,17 @@ enum Drive {
     Done,
 }
 
-/// A new connection to the endpoint: blocking (before anything is measured) or not
-/// (`--churn`, whose connects are part of the load).
-fn open_stream(endpoint: &Endpoint, blocking: bool) -> io::Result<Box<dyn Duplex>> {
+/// A new connection to the endpoint (over TLS with `--tls`): blocking (before anything is
+/// measured) or not (`--churn`, whose connects are part of the load).
+fn open_stream(cfg: &Config, blocking: bool) -> io::Result<Box<dyn Duplex>> {
+    let sock = open_socket(&cfg.endpoint, blocking)?;
+    Ok(match &cfg.tls {
+        Some(tls) => Box::new(TlsStream::new(tls, sock)?),
+        None => sock,
+    })
+}
+
+fn open_socket(endpoint: &Endpoint, blocking: bool) -> io::Result<Box<dyn Duplex>> {
     Ok(match endpoint {
         Endpoint::Tcp(addr) if blocking => {
             let s = std::net::TcpStream::connect(addr)?;
@@ -342,7 +370,7 @@ impl Stream {
                 .deregister(&mut *old)
                 .map_err(|e| format!("deregistering a connection: {e}"))?;
         }
-        let mut io = match open_stream(&cfg.endpoint, false) {
+        let mut io = match open_stream(cfg, false) {
             Ok(io) => io,
             Err(e) if would_block(&e) || e.kind() == ErrorKind::AddrNotAvailable => return Ok(()),
             Err(e) => return Err(format!("connecting to {}: {e}", cfg.endpoint.target())),
@@ -476,7 +504,7 @@ fn connect(cfg: &Config, pattern: &[u8], poll: &Poll) -> Result<Clients, String>
             let mut streams = Vec::with_capacity(cfg.conns);
             for id in 0..cfg.conns {
                 // Blocking connects: they are done before anything is measured.
-                let mut io = open_stream(&cfg.endpoint, true)
+                let mut io = open_stream(cfg, true)
                     .map_err(|e| format!("connecting to {}: {e}", cfg.endpoint.target()))?;
                 poll.registry()
                     .register(&mut *io, Token(id), interest)
