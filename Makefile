@@ -69,8 +69,8 @@ bench-echo: build ## Pinned echo benchmark: asyncio vs uvloop vs oxloop (and a p
 
 CONNECTIONS_ARGS ?=
 
-bench-connections: build ## Connection churn (plain and TLS) and TLS echo: asyncio vs uvloop vs oxloop (and a Rust floor)
-	$(PY) benches/echo.py --only churn,tls-churn,tls --conns 8 --rounds 5 $(CONNECTIONS_ARGS)
+bench-connections: build ## Connection churn (plain and TLS), TLS echo, uvicorn and aiohttp: asyncio vs uvloop vs oxloop (and a Rust floor)
+	$(PY) benches/echo.py --only churn,tls-churn,tls,uvicorn,aiohttp --conns 8 --rounds 5 $(CONNECTIONS_ARGS)
 
 PROCESSES_ARGS ?=
 

@@ -18,8 +18,10 @@ and TLS:
     tls-churn the same over TLS (``ssl=`` on ``create_server``; the load generator speaks
               rustls, without session resumption): a full handshake per connection
     tls       the TLS protocol server echoing 1 KiB and 64 KiB on established connections
+    uvicorn   a hello-world ASGI app on uvicorn (httptools) and on ``aiohttp.web``
+    aiohttp   (``benches/http_server.py``) under keep-alive GET requests (``loadgen --http``)
 
-(``--only churn,tls-churn,tls``). The TLS rows have no Rust floor.
+(``--only churn,tls-churn,tls,uvicorn,aiohttp``). The TLS and HTTP rows have no Rust floor.
  The "rust" column is ``benches/loadgen``'s ``echo-server``: single-threaded epoll in
 plain Rust, the same work with no interpreter -- the floor any Python loop is measured against.
 
@@ -96,12 +98,27 @@ LOADGEN_DIR = ROOT / "benches" / "loadgen"
 LOADGEN = LOADGEN_DIR / "target" / "release" / "loadgen"
 RUST_SERVER = LOADGEN_DIR / "target" / "release" / "echo-server"
 PY_SERVER = ROOT / "benches" / "echo_server.py"
+HTTP_SERVER = ROOT / "benches" / "http_server.py"
 
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "rust")
-MODES = ("protocol", "streams", "sock", "churn", "tls-churn", "tls")
+MODES = ("protocol", "streams", "sock", "churn", "tls-churn", "tls", "uvicorn", "aiohttp")
 TRANSPORTS = ("tcp", "unix", "udp")
-SIZES = {"64": 64, "1k": 1024, "16k": 16 * 1024, "64k": 64 * 1024, "100k": 100 * 1024}
-SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "64k": "64 KiB", "100k": "100 KiB"}
+SIZES = {
+    "64": 64,
+    "1k": 1024,
+    "16k": 16 * 1024,
+    "64k": 64 * 1024,
+    "100k": 100 * 1024,
+    "hello": len(b"Hello, world!"),
+}
+SIZE_NAMES = {
+    "64": "64 B",
+    "1k": "1 KiB",
+    "16k": "16 KiB",
+    "64k": "64 KiB",
+    "100k": "100 KiB",
+    "hello": "hello world",
+}
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -135,13 +152,20 @@ ALL_ROWS = [Row(m, t, s) for m in ECHO_MODES for t in ("tcp", "unix") for s in E
 # the protocol server with each connection carrying one 64 B message, closed by the client;
 # tls-churn, the same over TLS (a full handshake per connection); tls, the TLS protocol server
 # echoing on established connections.
-CONNECTION_MODES = ("churn", "tls-churn", "tls")
+# uvicorn and aiohttp: a hello-world HTTP server (benches/http_server.py) under keep-alive
+# requests, one in flight per connection (loadgen --http).
+CONNECTION_MODES = ("churn", "tls-churn", "tls", "uvicorn", "aiohttp")
+HTTP_MODES = ("uvicorn", "aiohttp")
+# Rows without a Rust floor.
+NO_FLOOR_MODES = ("tls-churn", "tls", *HTTP_MODES)
 CONNECTION_ROWS = [
     Row("churn", "tcp", "64"),
     Row("churn", "unix", "64"),
     Row("tls-churn", "tcp", "64"),
     Row("tls", "tcp", "1k"),
     Row("tls", "tcp", "64k"),
+    Row("uvicorn", "tcp", "hello"),
+    Row("aiohttp", "tcp", "hello"),
 ]
 
 
@@ -326,6 +350,8 @@ def run_once(
             cmd += ["--churn", "1"]
         if row.mode.startswith("tls"):
             cmd += ["--tls", str(workdir / "ca.pem")]
+        if row.mode in HTTP_MODES:
+            cmd += ["--http", "/"]
         try:
             done = subprocess.run(
                 cmd,
@@ -366,6 +392,8 @@ def run_once(
 def server_command(loop: str, mode: str, cold_malloc: bool) -> list[str]:
     if loop == "rust":
         return [str(RUST_SERVER)]
+    if mode in HTTP_MODES:
+        return [sys.executable, str(HTTP_SERVER), "--loop", loop, "--app", mode]
     # The connection rows are served by the protocol server; the load (and TLS) differ.
     mode = "protocol" if mode in CONNECTION_MODES else mode
     cmd = [sys.executable, str(PY_SERVER), "--loop", loop, "--mode", mode]
@@ -531,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             cells: dict[str, list[dict[str, Any]] | None] = {}
             floor_key = (row.mode == "churn", row.transport, row.size)
             for loop in loops:
-                if loop == "rust" and (floor_key in floor or row.mode.startswith("tls")):
-                    continue  # measured for an earlier row, or (TLS) not measured
+                if loop == "rust" and (floor_key in floor or row.mode in NO_FLOOR_MODES):
+                    continue  # measured for an earlier row, or not measured
                 cells[loop] = []
             for rnd in range(1, args.rounds + 1):
                 for loop, runs in cells.items():
@@ -556,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {loop:8} round {rnd}: {describe(report)}", flush=True)
             if "rust" in cells:
                 floor[floor_key] = cells["rust"]
-            elif "rust" in loops and row.mode.startswith("tls"):
+            elif "rust" in loops and row.mode in NO_FLOOR_MODES:
                 cells["rust"] = None
             elif "rust" in loops:
                 cells["rust"] = floor[floor_key]
@@ -605,8 +633,8 @@ def print_table(
     rows: list[list[str]] = []
     for row, per_loop in summary.items():
         line = [row.mode, row.transport, SIZE_NAMES[row.size]]
-        # No Rust floor is measured for TLS.
-        missing = {x: "-" if x == "rust" and row.mode.startswith("tls") else "error" for x in loops}
+        # No Rust floor is measured for TLS and HTTP.
+        missing = {x: "-" if x == "rust" and row.mode in NO_FLOOR_MODES else "error" for x in loops}
         for loop in loops:
             s = per_loop[loop]
             line.append(f"{s['msgs_per_s'] / 1000:.1f}k" if s else missing[loop])

@@ -524,16 +524,35 @@ impl StreamTransport {
         else {
             return Ok(());
         };
-        let view = match PyMemoryView::from(&buf).and_then(|v| writable_bytes(&v).map(|n| (v, n))) {
-            Ok(v) => v,
-            Err(e) => return self.fatal(py, e, "Fatal error: protocol.get_buffer() call failed."),
+        // The common case (a bytearray or a memoryview of one, as asyncio's TLS protocol
+        // hands out) through the buffer protocol alone; anything else, and every error, the
+        // way asyncio checks it.
+        let direct = pyo3::buffer::PyBuffer::<u8>::get(&buf)
+            .ok()
+            .filter(|b| !b.readonly() && b.is_c_contiguous() && b.len_bytes() > 0);
+        let (got, len) = if let Some(export) = direct {
+            let len = export.len_bytes();
+            // SAFETY: `export` holds the protocol's buffer exported as writable, C-contiguous
+            // memory of `len` bytes until it is dropped, after the read.
+            let slice =
+                unsafe { std::slice::from_raw_parts_mut(export.buf_ptr().cast::<u8>(), len) };
+            (self.read_some(slice), len)
+        } else {
+            let view =
+                match PyMemoryView::from(&buf).and_then(|v| writable_bytes(&v).map(|n| (v, n))) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return self.fatal(py, e, "Fatal error: protocol.get_buffer() call failed.")
+                    }
+                };
+            let (view, (ptr, len)) = view;
+            // SAFETY: `view` exports the protocol's buffer as writable, C-contiguous memory of
+            // `len` bytes and stays alive (holding the export) until after the read.
+            let slice = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            let got = self.read_some(slice);
+            let _ = view.call_method0(intern!(py, "release"));
+            (got, len)
         };
-        let (view, (ptr, len)) = view;
-        // SAFETY: `view` exports the protocol's buffer as writable, C-contiguous memory of `len`
-        // bytes and stays alive (holding the export) until after the read.
-        let slice = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let got = self.read_some(slice);
-        let _ = view.call_method0(intern!(py, "release"));
         let n = match got {
             Ok(n) => n,
             Err(e) if sys::would_block(&e) => return Ok(()),

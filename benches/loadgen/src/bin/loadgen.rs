@@ -50,6 +50,8 @@ usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]
   --churn 1            TCP/Unix: a new connection for every message, closed once echoed
   --tls CA.pem         TCP/Unix: TLS, trusting this CA, for the name localhost (with
                        --churn: a full handshake per connection)
+  --http PATH          TCP/Unix: each message is \"GET PATH HTTP/1.1\" and its 200 response
+                       (keep-alive), instead of an echo
 
 Prints one JSON line: messages, bytes, seconds, msgs_per_s, p50_us, p99_us, ...";
 
@@ -66,6 +68,7 @@ const KNOWN: &[&str] = &[
     "stall",
     "churn",
     "tls",
+    "http",
 ];
 
 /// The pattern's period: prime, so consecutive offsets never give the same bytes.
@@ -86,6 +89,8 @@ struct Config {
     stall: Duration,
     churn: bool,
     tls: Option<Arc<ClientConfig>>,
+    /// `--http`: the request each message sends.
+    http: Option<Vec<u8>>,
 }
 
 fn seconds(flags: &Flags, name: &str, default: f64) -> Result<Duration, String> {
@@ -140,6 +145,12 @@ impl Config {
             stall: seconds(&flags, "stall", 10.0)?,
             churn: flags.num("churn", 0u8)? != 0,
             tls,
+            http: if flags.has("http") {
+                let path = flags.str("http")?;
+                Some(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes())
+            } else {
+                None
+            },
         })
     }
 }
@@ -268,6 +279,29 @@ struct Stream {
     sent: usize,
     received: usize,
     started: Instant,
+    /// `--http`: the response read so far.
+    response: Vec<u8>,
+}
+
+/// The length of a complete HTTP/1.1 response at the start of `data` (headers and a
+/// `Content-Length` body), `Ok(None)` while more is to come; an error for anything but 200.
+fn http_response_len(data: &[u8]) -> Result<Option<usize>, String> {
+    let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("unexpected response: {status:?}"));
+    }
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .ok_or("a response without Content-Length")?;
+    let total = head_end + 4 + length;
+    Ok((data.len() >= total).then_some(total))
 }
 
 impl Stream {
@@ -276,7 +310,52 @@ impl Stream {
         self.off = (self.id * 7 + self.seq as usize) % PERIOD;
         self.sent = 0;
         self.received = 0;
+        self.response.clear();
         self.started = Instant::now();
+    }
+
+    /// `--http`: sends the request, reads its response, and starts the next request each time
+    /// one is complete; returns once both directions would block.
+    fn drive_http(
+        &mut self,
+        io: &mut dyn Duplex,
+        request: &[u8],
+        buf: &mut [u8],
+        stats: &mut Stats,
+        churn: bool,
+    ) -> Result<Drive, String> {
+        loop {
+            while self.sent < request.len() {
+                match io.write(&request[self.sent..]) {
+                    Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
+                    Ok(n) => self.sent += n,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) if interrupted(&e) => {}
+                    Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
+                }
+            }
+            match io.read(buf) {
+                Ok(0) => return Err(format!("connection {}: the server closed it", self.id)),
+                Ok(n) => {
+                    self.response.extend_from_slice(&buf[..n]);
+                    let done = http_response_len(&self.response)
+                        .map_err(|e| format!("connection {}: {e}", self.id))?;
+                    if let Some(len) = done {
+                        if len != self.response.len() {
+                            return Err(format!("connection {}: more than one response", self.id));
+                        }
+                        stats.complete(self.started);
+                        if churn {
+                            return Ok(Drive::Done);
+                        }
+                        self.begin();
+                    }
+                }
+                Err(e) if would_block(&e) => return Ok(Drive::Waiting),
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Err(format!("connection {}: read: {e}", self.id)),
+            }
+        }
     }
 
     /// Writes what it can, reads everything available, and starts the next message each time
@@ -288,11 +367,15 @@ impl Stream {
         buf: &mut [u8],
         stats: &mut Stats,
         churn: bool,
+        http: Option<&[u8]>,
     ) -> Result<Drive, String> {
         let Some(mut io) = self.io.take() else {
             return Ok(Drive::Waiting);
         };
-        let result = self.drive_io(&mut *io, pattern, size, buf, stats, churn);
+        let result = match http {
+            Some(request) => self.drive_http(&mut *io, request, buf, stats, churn),
+            None => self.drive_io(&mut *io, pattern, size, buf, stats, churn),
+        };
         self.io = Some(io);
         result
     }
@@ -517,6 +600,7 @@ fn connect(cfg: &Config, pattern: &[u8], poll: &Poll) -> Result<Clients, String>
                     sent: 0,
                     received: 0,
                     started: now,
+                    response: Vec::new(),
                 });
             }
             Ok(Clients::Streams(streams))
@@ -590,7 +674,15 @@ fn run(cfg: &Config) -> Result<Report, String> {
         Clients::Streams(streams) => {
             for s in streams.iter_mut() {
                 s.begin();
-                if s.drive(&pattern, cfg.size, &mut buf, &mut stats, cfg.churn)? == Drive::Done {
+                if s.drive(
+                    &pattern,
+                    cfg.size,
+                    &mut buf,
+                    &mut stats,
+                    cfg.churn,
+                    cfg.http.as_deref(),
+                )? == Drive::Done
+                {
                     s.reconnect(cfg, poll.registry())?;
                 }
             }
@@ -664,8 +756,14 @@ fn run(cfg: &Config) -> Result<Report, String> {
             Clients::Streams(streams) => {
                 for ev in events.iter() {
                     if let Some(s) = streams.get_mut(ev.token().0) {
-                        if s.drive(&pattern, cfg.size, &mut buf, &mut stats, cfg.churn)?
-                            == Drive::Done
+                        if s.drive(
+                            &pattern,
+                            cfg.size,
+                            &mut buf,
+                            &mut stats,
+                            cfg.churn,
+                            cfg.http.as_deref(),
+                        )? == Drive::Done
                         {
                             s.reconnect(cfg, poll.registry())?;
                         }
