@@ -7,10 +7,16 @@ plumbing, written once here so that their output matches asyncio's word for word
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from asyncio import base_events, coroutines, format_helpers, unix_events
 from typing import Any
+
+# Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
+SERVER_TRACKS_TRANSPORTS = (
+    len(inspect.signature(base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
+)
 
 
 def base_logger() -> logging.Logger:

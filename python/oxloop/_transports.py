@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import logging
 import os
 import socket
@@ -37,13 +36,8 @@ from asyncio import (
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from oxloop._helpers import base_logger, unix_logger
+from oxloop._helpers import SERVER_TRACKS_TRANSPORTS, base_logger, unix_logger
 from oxloop._oxloop import AcceptedSocket, Acceptor, DatagramCore, StreamTransport
-
-# Python 3.13's Server tracks its transports: `_attach(transport)` / `_detach(transport)`.
-_SERVER_TRACKS_TRANSPORTS = (
-    len(inspect.signature(base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
-)
 
 
 class TransportTable:
@@ -263,7 +257,7 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def _attach_server(self) -> None:
         server = self._server
         if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
+            if SERVER_TRACKS_TRANSPORTS:
                 server._attach(self)
             else:
                 server._attach()
@@ -365,7 +359,7 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def _detach_server(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
+            if SERVER_TRACKS_TRANSPORTS:
                 server._detach(self)
             else:
                 server._detach()

@@ -14,6 +14,7 @@ use pyo3::types::{PyBytes, PyTuple, PyType};
 static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static TASK: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static SERVER_TRACKS: PyOnceLock<bool> = PyOnceLock::new();
 
 /// `asyncio.Future` (the C-accelerated class when the interpreter has it).
 pub fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
@@ -33,6 +34,17 @@ pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
             Ok::<_, PyErr>(py.import("oxloop._helpers")?.unbind())
         })
         .map(|m| m.bind(py))
+}
+
+/// Whether asyncio's `Server._attach` / `_detach` take the transport (3.13) or nothing.
+pub fn server_tracks_transports(py: Python<'_>) -> PyResult<bool> {
+    SERVER_TRACKS
+        .get_or_try_init(py, || {
+            helpers(py)?
+                .getattr(pyo3::intern!(py, "SERVER_TRACKS_TRANSPORTS"))?
+                .is_truthy()
+        })
+        .copied()
 }
 
 /// Calls `name(*args)` from the helpers module.

@@ -770,10 +770,22 @@ impl StreamTransport {
         let (Some(face), Some(loop_)) = (face, loop_) else {
             return Ok(());
         };
+        let exc = exc.unwrap_or_else(|| py.None());
+        if self.kind == Kind::Socket {
+            // Natively: no Python frame between the loop and the protocol's connection_lost.
+            if now {
+                return self.connection_lost(py, face.bind(py), exc.bind(py));
+            }
+            let loop_ = loop_.bind(py);
+            let callback = self.self_method(py, &face, intern!(py, "_connection_lost"))?;
+            let args = PyTuple::new(py, [exc])?;
+            let handle = LoopCore::new_handle(loop_, callback, args, None, loop_.get().debug(py))?;
+            loop_.get().push_ready(py, handle);
+            return Ok(());
+        }
         let callback = face
             .bind(py)
             .getattr(intern!(py, "_call_connection_lost"))?;
-        let exc = exc.unwrap_or_else(|| py.None());
         if now {
             callback.call1((exc,)).map(drop)
         } else {
@@ -782,6 +794,59 @@ impl StreamTransport {
                 .call_method1(intern!(py, "call_soon"), (callback, exc))
                 .map(drop)
         }
+    }
+
+    /// A bound method of this transport, found through its face (`face._core`).
+    fn self_method<'py>(
+        &self,
+        py: Python<'py>,
+        face: &Py<PyAny>,
+        name: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        face.bind(py).getattr(intern!(py, "_core"))?.getattr(name)
+    }
+
+    /// asyncio's `_call_connection_lost` for a socket transport: the protocol's
+    /// `connection_lost(exc)`; then, whatever it did, the transport lets go of the loop and
+    /// the protocol, its descriptor (or the face's socket) is closed, and the server forgets
+    /// the transport.
+    fn connection_lost(
+        &self,
+        py: Python<'_>,
+        face: &Bound<'_, PyAny>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let result = match self.protocol(py) {
+            Some(protocol) => protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        let released = self.release_face(py, face);
+        result.and(released)
+    }
+
+    /// What follows `connection_lost` on a socket face (see `connection_lost`).
+    fn release_face(&self, py: Python<'_>, face: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.detach(py)?;
+        let sock = face.getattr(intern!(py, "_sock_obj"))?;
+        if !sock.is_none() {
+            sock.call_method0(intern!(py, "close"))?;
+            face.setattr(intern!(py, "_sock_obj"), py.None())?;
+        }
+        face.setattr(intern!(py, "_loop"), py.None())?;
+        let server = face.getattr(intern!(py, "_server"))?;
+        if server.is_none() {
+            return Ok(());
+        }
+        face.setattr(intern!(py, "_server"), py.None())?;
+        if crate::py::server_tracks_transports(py)? {
+            server.call_method1(intern!(py, "_detach"), (face,))?;
+        } else {
+            server.call_method0(intern!(py, "_detach"))?;
+        }
+        Ok(())
     }
 
     fn to_bytes<'py>(&self, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
@@ -1015,6 +1080,14 @@ impl StreamTransport {
             self.read_into_buffer(py)
         } else {
             self.read_data(py)
+        }
+    }
+
+    /// The handle `connection_lost` is scheduled with (socket transports).
+    fn _connection_lost(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.face(py) {
+            Some(face) => self.connection_lost(py, face.bind(py), exc),
+            None => Ok(()),
         }
     }
 
