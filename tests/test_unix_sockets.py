@@ -16,55 +16,9 @@ import sys
 import uuid
 
 import pytest
-from netutil import run
+from netutil import Accepting, Peer, run
 
 LINUX = sys.platform.startswith("linux")
-
-
-
-
-class Peer(asyncio.Protocol):
-    def __init__(self, echo=True):
-        loop = asyncio.get_running_loop()
-        self.echo = echo
-        self.transport = None
-        self.data = bytearray()
-        self.lost = loop.create_future()
-        self._more = asyncio.Event()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-        self._more.set()
-        if self.echo:
-            self.transport.write(data)
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-        self._more.set()
-
-    async def received(self, nbytes):
-        while len(self.data) < nbytes:
-            if self.lost.done():
-                raise AssertionError(f"connection lost after {len(self.data)} bytes")
-            self._more.clear()
-            await self._more.wait()
-        return bytes(self.data)
-
-
-class Accepting:
-    def __init__(self):
-        self.queue = asyncio.Queue()
-
-    def __call__(self):
-        proto = Peer()
-        self.queue.put_nowait(proto)
-        return proto
-
-    async def next(self):
-        return await self.queue.get()
 
 
 async def echo_over(loop, accepting, address):
