@@ -171,7 +171,8 @@ impl Registrar {
     /// one was forked from, is left as that process has it. Extra sources
     /// ([`Registrar::register_token`]) are not moved: their owner registers them again. An fd
     /// closed since it was registered is dropped, as is one whose number now names a file
-    /// epoll refuses (the new instance itself, say).
+    /// epoll refuses (the new instance itself, say) or one the new instance already watches
+    /// (its waker).
     pub fn rebuild(
         &mut self,
         sources: impl IntoIterator<Item = (RawFd, Token)>,
@@ -290,9 +291,13 @@ fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF))
 }
 
-/// epoll will not watch this file: it is an epoll instance itself, or a regular file.
+/// epoll will not watch this file (an epoll instance itself, or a regular file), or already
+/// does: a closed fd's number reused by the new instance's own waker.
 fn is_refused(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EEXIST)
+    )
 }
 
 #[cfg(test)]
@@ -453,6 +458,26 @@ mod tests {
         // `a` is still readable, and its watcher there level-triggered: both are reported.
         let tokens: Vec<Token> = poll_once(&mut old, 1000).iter().map(|e| e.token).collect();
         assert!(tokens.contains(&WAKER_TOKEN), "{tokens:?}");
+    }
+
+    #[test]
+    fn rebuild_drops_closed_watchers_whose_numbers_the_new_instance_took() {
+        let (_old, mut r) = new().expect("reactor");
+        // Closed without being unwatched: the new epoll instance and its waker are given the
+        // lowest free numbers, these.
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..4).map(|_| UnixStream::pair().expect("pair")).collect();
+        let mut closed = Vec::new();
+        let mut keep = Vec::new();
+        for (x, y) in pairs {
+            r.set(x.as_raw_fd(), READ).expect("watch");
+            closed.push(x.as_raw_fd());
+            keep.push(y);
+        }
+        let _new = r.rebuild([]).expect("rebuild");
+        for fd in closed {
+            assert_eq!(r.interests(fd), 0, "fd {fd} is no longer watched");
+        }
     }
 
     #[test]
