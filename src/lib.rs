@@ -29,5 +29,7 @@ mod _oxloop {
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
     #[pymodule_export]
-    use crate::transports::{AcceptedSocket, Acceptor, DatagramCore, StreamTransport};
+    use crate::transports::{
+        tls_read, tls_write, AcceptedSocket, Acceptor, DatagramCore, StreamTransport,
+    };
 }

@@ -25,7 +25,6 @@ from asyncio import (
     events,
     futures,
     selector_events,
-    sslproto,
     tasks,
     unix_events,
 )
@@ -39,6 +38,7 @@ from oxloop._process import ChildWatcher
 from oxloop._transports import (
     DatagramTransport,
     SocketTransport,
+    TlsProtocol,
     TransportTable,
     make_acceptor,
     make_pipe_transport,
@@ -746,7 +746,7 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         # asyncio's TLS protocol over the native transport; `timeouts` are the handshake and
         # (3.11+) shutdown timeouts, passed as this interpreter's SSLProtocol takes them.
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = TlsProtocol(
             self,
             protocol,
             sslcontext,

@@ -22,6 +22,8 @@ __all__ = [
     "WorkerPool",
     "sock_recv_start",
     "sock_send_now",
+    "tls_read",
+    "tls_write",
 ]
 
 @disjoint_base
@@ -235,5 +237,7 @@ class DatagramCore:
 class WatchDone:
     def __call__(self, fut: Any, /) -> None: ...
 
+def tls_read(proto: Any, nbytes: int) -> None: ...
+def tls_write(proto: Any, list_of_data: Any) -> None: ...
 def sock_recv_start(loop_: LoopCore, sock: Any, n: int) -> Any: ...
 def sock_send_now(sock: Any, data: bytes) -> int: ...

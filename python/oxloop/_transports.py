@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import warnings
 import weakref
 from asyncio import (
@@ -29,6 +30,7 @@ from asyncio import (
     futures,
     protocols,
     selector_events,
+    sslproto,
     transports,
     trsock,
     unix_events,
@@ -37,7 +39,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from oxloop._helpers import SERVER_TRACKS_TRANSPORTS, base_logger, unix_logger
-from oxloop._oxloop import AcceptedSocket, Acceptor, DatagramCore, StreamTransport
+from oxloop._oxloop import (
+    AcceptedSocket,
+    Acceptor,
+    DatagramCore,
+    StreamTransport,
+    tls_read,
+    tls_write,
+)
 
 
 class TransportTable:
@@ -385,6 +394,32 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def _reset_empty_waiter(self) -> None:
         self._core.set_empty_waiter(None)
         self._core.resume_reactor()
+
+
+if sys.version_info >= (3, 11):
+    _WRAPPED = sslproto.SSLProtocolState.WRAPPED  # type: ignore[attr-defined]
+
+    class TlsProtocol(sslproto.SSLProtocol):
+        """asyncio's TLS protocol (3.11+'s state machine, the running interpreter's own
+        class) whose steady-state paths, once the connection is wrapped, are native: data
+        read from the socket (`buffer_updated`) and the application's writes
+        (`_write_appdata`). See src/transports/tls.rs."""
+
+        def buffer_updated(self, nbytes: int) -> None:
+            if self._state is _WRAPPED:
+                tls_read(self, nbytes)
+            else:
+                super().buffer_updated(nbytes)
+
+        def _write_appdata(self, list_of_data: Any) -> None:
+            if self._state is _WRAPPED:
+                tls_write(self, list_of_data)
+            else:
+                super()._write_appdata(list_of_data)
+
+else:
+    # 3.10's TLS protocol is the older design; it stays asyncio's as it is.
+    TlsProtocol = sslproto.SSLProtocol
 
 
 # What asyncio's `_accept_connection` does about an accept error with these: the listening

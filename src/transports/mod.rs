@@ -13,10 +13,12 @@ mod addr;
 mod datagram;
 mod stream;
 pub mod sys;
+mod tls;
 
 pub use accept::{AcceptedSocket, Acceptor};
 pub use datagram::DatagramCore;
 pub use stream::StreamTransport;
+pub use tls::{tls_read, tls_write};
 
 /// Most bytes read at once, as asyncio's `max_size`.
 const MAX_READ: usize = 256 * 1024;
