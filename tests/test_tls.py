@@ -372,3 +372,27 @@ def test_handshakes_leave_no_memory_behind(loop, server_ctx, client_ctx):
         await server.wait_closed()
 
     run(loop, main(), timeout=300)
+
+
+def test_concurrent_connections_keep_their_own_bytes(loop, server_ctx, client_ctx):
+    """20 TLS connections echo 256 KiB each at the same time, every one a different
+    pattern: no connection ever sees another's bytes (oxloop's share one read buffer)."""
+
+    async def one(host, port, n):
+        transport, client = await loop.create_connection(
+            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
+        )
+        payload = bytes((n * 7 + i) % 251 for i in range(256 * 1024))
+        transport.write(payload)
+        assert await client.received(len(payload)) == payload
+        transport.close()
+        await client.lost
+
+    async def main():
+        server = await loop.create_server(Peer, "127.0.0.1", 0, ssl=server_ctx)
+        host, port = server.sockets[0].getsockname()
+        await asyncio.gather(*(one(host, port, n) for n in range(20)))
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main(), timeout=60)

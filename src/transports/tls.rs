@@ -81,7 +81,8 @@ impl<'py> Wrapped<'py> {
         let py = self.proto.py();
         let sslobj = self.get(intern!(py, "_sslobj"))?;
         let incoming = self.get(intern!(py, "_incoming"))?;
-        let max_size = self.get(intern!(py, "max_size"))?;
+        // `TlsProtocol._read_size`, what its `max_size` property reads.
+        let max_size = self.get(intern!(py, "_read_size"))?;
         let mut chunks: Vec<Bound<'py, PyAny>> = Vec::new();
         let mut closed = false;
         loop {
