@@ -23,13 +23,15 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = true)]
 mod _oxloop {
     #[pymodule_export]
-    use crate::event_loop::{sock_recv_start, sock_send_now, LoopCore, WatchDone};
+    use crate::event_loop::{
+        sock_connect_start, sock_recv_start, sock_send_now, LoopCore, WatchDone,
+    };
     #[pymodule_export]
     use crate::executor::WorkerPool;
     #[pymodule_export]
     use crate::handles::{Handle, TimerHandle};
     #[pymodule_export]
     use crate::transports::{
-        tls_read, tls_write, AcceptedSocket, Acceptor, DatagramCore, StreamTransport,
+        socket_names, tls_read, tls_write, AcceptedSocket, Acceptor, DatagramCore, StreamTransport,
     };
 }

@@ -18,7 +18,7 @@ import struct
 import sys
 
 import pytest
-from netutil import HAVE_IPV6, run
+from netutil import HAVE_IPV6, requires_ipv6, run
 
 FILE_SIZE = 1 << 20
 
@@ -696,5 +696,48 @@ def test_getnameinfo_errors_propagate(loop):
     async def main():
         with pytest.raises(TypeError):
             await loop.getnameinfo("127.0.0.1")
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["tuple", "port as text", pytest.param("ipv6 4-tuple", marks=requires_ipv6), "udp"],
+)
+def test_sock_connect_address_forms(loop, form):
+    """Numeric addresses in every form asyncio takes reach the same peer."""
+
+    async def main():
+        family = socket.AF_INET6 if form.startswith("ipv6") else socket.AF_INET
+        kind = socket.SOCK_DGRAM if form == "udp" else socket.SOCK_STREAM
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        with socket.socket(family, kind) as listener, nonblocking(
+            socket.socket(family, kind)
+        ) as client:
+            listener.bind((host, 0))
+            if kind == socket.SOCK_STREAM:
+                listener.listen()
+            port = listener.getsockname()[1]
+            address = {
+                "tuple": (host, port),
+                "port as text": (host, str(port)),
+                "ipv6 4-tuple": (host, port, 0, 0),
+                "udp": (host, port),
+            }[form]
+            await loop.sock_connect(client, address)
+            assert client.getpeername()[:2] == listener.getsockname()[:2]
+            if kind == socket.SOCK_STREAM:
+                listener.accept()[0].close()
+
+    run(loop, main())
+
+
+def test_sock_connect_argument_errors_are_asyncios(loop):
+    async def main():
+        with nonblocking(socket.socket()) as client:
+            with pytest.raises(OverflowError):
+                await loop.sock_connect(client, ("127.0.0.1", 70000))
+            with pytest.raises(ValueError, match="not enough values to unpack"):
+                await loop.sock_connect(client, ("127.0.0.1",))
 
     run(loop, main())

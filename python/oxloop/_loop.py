@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
-from oxloop._oxloop import Handle, LoopCore, WorkerPool, sock_recv_start, sock_send_now
+from oxloop._oxloop import (
+    Handle,
+    LoopCore,
+    WorkerPool,
+    sock_connect_start,
+    sock_recv_start,
+    sock_send_now,
+)
 from oxloop._process import ChildWatcher
 from oxloop._transports import (
     DatagramTransport,
@@ -126,6 +133,8 @@ class DefaultExecutor(concurrent.futures.ThreadPoolExecutor):
 # Listening sockets whose connections `_start_serving` accepts natively.
 _NATIVE_ACCEPT_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 _SSL_TIMEOUTS = ("ssl_handshake_timeout", "ssl_shutdown_timeout")
+# Sockets whose `sock_connect` to a numeric address is native.
+_NATIVE_CONNECT_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -682,6 +691,25 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         handle = self._add_writer(fd, self._sock_sendall, fut, sock, memoryview(data), [n])
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
         return await fut  # type: ignore[no-any-return]
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        family = sock.family
+        if (
+            type(sock) is not socket.socket
+            or family not in _NATIVE_CONNECT_FAMILIES
+            or self.get_debug()
+            or sock.gettimeout() != 0
+        ):
+            # Subclasses, TLS sockets, blocking sockets, debug checks, Unix sockets:
+            # asyncio's own path.
+            return await _AsyncioSockets.sock_connect(self, sock, address)  # type: ignore[no-any-return]
+        started = sock_connect_start(self, sock, family, address)
+        if started is None:
+            return None
+        if started is NotImplemented:
+            # A name, a port given as text, ...: asyncio resolves and checks it.
+            return await _AsyncioSockets.sock_connect(self, sock, address)  # type: ignore[no-any-return]
+        return await started  # type: ignore[no-any-return]
 
     def _start_serving(
         self,

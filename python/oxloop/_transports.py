@@ -45,6 +45,7 @@ from oxloop._oxloop import (
     Acceptor,
     DatagramCore,
     StreamTransport,
+    socket_names,
     tls_read,
     tls_write,
 )
@@ -86,6 +87,21 @@ class TransportTable:
         # asyncio's sendfile takes a native transport out while the socket is lent to
         # sock_sendfile; the transport has left the loop's table then (suspend_reactor).
         self._others.pop(fd, None)
+
+
+# Families whose addresses the native `socket_names` builds as the socket module does.
+_NATIVE_NAMES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+
+def _names(sock: socket.socket) -> tuple[Any, Any]:
+    """`(getsockname(), getpeername())`, each None where it fails, as asyncio records them."""
+    names = []
+    for call in (sock.getsockname, sock.getpeername):
+        try:
+            names.append(call())
+        except OSError:
+            names.append(None)
+    return names[0], names[1]
 
 
 def _set_nodelay(sock: socket.socket) -> None:
@@ -239,15 +255,13 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
             assert isinstance(sock, socket.socket)
             self._extra = {} if extra is None else dict(extra)
             self._extra["socket"] = trsock.TransportSocket(sock)
-            try:
-                self._extra["sockname"] = sock.getsockname()
-            except OSError:
-                self._extra["sockname"] = None
+            if self._family in _NATIVE_NAMES:
+                sockname, peername = socket_names(fd)
+            else:
+                sockname, peername = _names(sock)
+            self._extra["sockname"] = sockname
             if "peername" not in self._extra:
-                try:
-                    self._extra["peername"] = sock.getpeername()
-                except OSError:
-                    self._extra["peername"] = None
+                self._extra["peername"] = peername
             _set_nodelay(sock)
             self._attach_server()
             try:

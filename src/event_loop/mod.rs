@@ -11,4 +11,4 @@ mod run;
 mod sock;
 
 pub use self::core::LoopCore;
-pub use self::sock::{sock_recv_start, sock_send_now, WatchDone};
+pub use self::sock::{sock_connect_start, sock_recv_start, sock_send_now, WatchDone};

@@ -12,6 +12,7 @@ use super::sys;
 /// A socket address in the kernel's binary form.
 #[derive(Clone, Copy)]
 pub struct RawAddr {
+    /// The address, as the kernel reads and writes it.
     pub storage: libc::sockaddr_storage,
     /// In: the room in `storage`; out: the length the kernel wrote.
     pub len: libc::socklen_t,
@@ -93,4 +94,22 @@ fn fs_decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> 
     }
     let os = py.import(pyo3::intern!(py, "os"))?;
     os.call_method1(pyo3::intern!(py, "fsdecode"), (PyBytes::new(py, bytes),))
+}
+
+/// A connected socket's `(sockname, peername)` as `socket.getsockname()` and
+/// `getpeername()` give them, each `None` where the call fails (as asyncio's transports
+/// record a failure), without the `socket` module's method calls.
+#[pyfunction]
+pub fn socket_names(py: Python<'_>, fd: i32) -> PyResult<Bound<'_, PyTuple>> {
+    let mut local = RawAddr::empty();
+    let sockname = match sys::sock_name(fd, &mut local.storage, &mut local.len) {
+        Ok(()) => address_to_py(py, &local)?.map(Bound::unbind),
+        Err(_) => None,
+    };
+    let mut peer = RawAddr::empty();
+    let peername = match sys::peer_name(fd, &mut peer.storage, &mut peer.len) {
+        Ok(()) => address_to_py(py, &peer)?.map(Bound::unbind),
+        Err(_) => None,
+    };
+    PyTuple::new(py, [sockname, peername])
 }

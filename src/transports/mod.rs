@@ -16,6 +16,7 @@ pub mod sys;
 mod tls;
 
 pub use accept::{AcceptedSocket, Acceptor};
+pub use addr::{socket_names, RawAddr};
 pub use datagram::DatagramCore;
 pub use stream::StreamTransport;
 pub use tls::{tls_read, tls_write};

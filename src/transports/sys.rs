@@ -151,6 +151,41 @@ pub fn accept(
     ))
 }
 
+/// `connect(fd, addr)` on a non-blocking socket: `EINPROGRESS` while it goes on.
+pub fn connect(
+    fd: RawFd,
+    addr: &libc::sockaddr_storage,
+    addr_len: libc::socklen_t,
+) -> io::Result<()> {
+    let addr_ptr: *const libc::sockaddr_storage = addr;
+    syscall!(libc::connect(fd, addr_ptr.cast(), addr_len)).map(drop)
+}
+
+/// The socket's pending error (`SO_ERROR`), cleared by reading it: 0 for none.
+pub fn socket_error(fd: RawFd) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let err_ptr: *mut libc::c_int = &mut err;
+    syscall!(libc::getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        err_ptr.cast(),
+        &mut len
+    ))?;
+    Ok(err)
+}
+
+/// `getpeername(fd)` into `addr`.
+pub fn peer_name(
+    fd: RawFd,
+    addr: &mut libc::sockaddr_storage,
+    addr_len: &mut libc::socklen_t,
+) -> io::Result<()> {
+    let addr_ptr: *mut libc::sockaddr_storage = addr;
+    syscall!(libc::getpeername(fd, addr_ptr.cast(), addr_len)).map(drop)
+}
+
 /// `getsockname(fd)` into `addr`.
 pub fn sock_name(
     fd: RawFd,
