@@ -465,9 +465,12 @@ if sys.version_info >= (3, 11):
             else:
                 super()._write_appdata(list_of_data)
 
+    NATIVE_TLS_PROTOCOL: type | None = TlsProtocol
+
 else:
     # 3.10's TLS protocol is the older design; it stays asyncio's as it is.
     TlsProtocol = sslproto.SSLProtocol
+    NATIVE_TLS_PROTOCOL = None
 
 
 # What asyncio's `_accept_connection` does about an accept error with these: the listening

@@ -106,6 +106,9 @@ struct StreamState {
     protocol: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`: reads go into its buffer.
     buffered: bool,
+    /// The protocol is oxloop's `TlsProtocol`: while it is wrapped, reads go to its BIO
+    /// straight from the loop's read buffer (`tls::feed`).
+    tls: bool,
     /// Pre-built handles queued on readiness; their callbacks are this object's methods.
     read_handle: Option<Py<Handle>>,
     write_handle: Option<Py<Handle>>,
@@ -291,6 +294,7 @@ impl StreamTransport {
                     loop_: Some(loop_.clone().unbind()),
                     slot: None,
                     face: Some(face.unbind()),
+                    tls: buffered && super::tls::is_native_tls(&protocol)?,
                     protocol: Some(protocol.unbind()),
                     buffered,
                     read_handle: None,
@@ -514,7 +518,39 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// A wrapped `TlsProtocol`'s read: through the loop's read buffer to its BIO.
+    fn read_tls(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let got = READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            self.read_some(&mut buf)
+                .map(|n| (n, PyBytes::new(py, &buf[..n])))
+        });
+        let (n, data) = match got {
+            Ok(v) => v,
+            Err(e) if sys::would_block(&e) => return Ok(()),
+            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
+        };
+        if n == 0 {
+            return self.read_eof(py);
+        }
+        if n == MAX_READ || self.state.borrow_mut(py).read_closed {
+            self.queue_read(py);
+        }
+        match super::tls::feed(protocol, &data) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fatal(py, e, "Fatal error: protocol.buffer_updated() call failed."),
+        }
+    }
+
     fn read_into_buffer(&self, py: Python<'_>) -> PyResult<()> {
+        if self.state.borrow_mut(py).tls {
+            if let Some(protocol) = self.protocol(py) {
+                let protocol = protocol.into_bound(py);
+                if super::tls::is_wrapped(&protocol)? {
+                    return self.read_tls(py, &protocol);
+                }
+            }
+        }
         let Some(buf) = self.call_protocol(
             py,
             intern!(py, "get_buffer"),
@@ -1096,7 +1132,7 @@ impl StreamTransport {
         self.flush(py)
     }
 
-    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = self.to_bytes(data)?;
         // asyncio refuses a write after write_eof() or during sendfile even when it is empty,
         // and counts writes after the connection was lost only when they are not.
@@ -1223,13 +1259,16 @@ impl StreamTransport {
         self.state.borrow_mut(py).protocol_paused
     }
 
-    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) {
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) -> PyResult<()> {
+        let tls = buffered && super::tls::is_native_tls(protocol.bind(py))?;
         let old = {
             let mut st = self.state.borrow_mut(py);
             st.buffered = buffered;
+            st.tls = tls;
             st.protocol.replace(protocol)
         };
         drop(old);
+        Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {

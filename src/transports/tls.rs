@@ -18,6 +18,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
+use super::StreamTransport;
+
 /// `(ssl.SSLWantReadError, ssl.SSLSyscallError)`: asyncio's `SSLAgainErrors`.
 static AGAIN: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
@@ -221,8 +223,19 @@ impl<'py> Wrapped<'py> {
             let outgoing = self.get(intern!(py, "_outgoing"))?;
             if pending(&outgoing)? > 0 {
                 let data = outgoing.call_method0(intern!(py, "read"))?;
-                self.get(intern!(py, "_transport"))?
-                    .call_method1(intern!(py, "write"), (data,))?;
+                let transport = self.get(intern!(py, "_transport"))?;
+                // oxloop's socket transport writes through its native engine: its write()
+                // is that call, without the Python frame.
+                let core = transport
+                    .getattr(intern!(py, "_core"))
+                    .ok()
+                    .and_then(|c| c.cast_into::<StreamTransport>().ok());
+                match core {
+                    Some(core) => core.get().write(py, &data)?,
+                    None => {
+                        transport.call_method1(intern!(py, "write"), (data,))?;
+                    }
+                }
             }
         }
         self.control_app_writing()
@@ -277,6 +290,49 @@ impl<'py> Wrapped<'py> {
             other => other,
         }
     }
+}
+
+/// oxloop's `TlsProtocol` class (`None` on 3.10, whose TLS protocol stays asyncio's).
+static NATIVE_TLS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `asyncio.sslproto.SSLProtocolState.WRAPPED`.
+static WRAPPED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether `protocol` is a `TlsProtocol`, whose reads the socket transport may hand to
+/// `feed` while it is wrapped.
+pub(crate) fn is_native_tls(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = protocol.py();
+    let cls = NATIVE_TLS.get_or_try_init(py, || {
+        let module = py.import(intern!(py, "oxloop._transports"))?;
+        Ok::<_, PyErr>(module.getattr(intern!(py, "NATIVE_TLS_PROTOCOL"))?.unbind())
+    })?;
+    Ok(!cls.is_none(py) && protocol.get_type().is(cls.bind(py)))
+}
+
+/// Whether a `TlsProtocol` is `WRAPPED` (its steady state).
+pub(crate) fn is_wrapped(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = protocol.py();
+    let wrapped = WRAPPED.get_or_try_init(py, || {
+        let sslproto = py.import(intern!(py, "asyncio.sslproto"))?;
+        let states = sslproto.getattr(intern!(py, "SSLProtocolState"))?;
+        Ok::<_, PyErr>(states.getattr(intern!(py, "WRAPPED"))?.unbind())
+    })?;
+    Ok(protocol
+        .getattr(intern!(py, "_state"))?
+        .is(wrapped.bind(py)))
+}
+
+/// What `buffer_updated` does with bytes a wrapped `TlsProtocol` received, for bytes the
+/// socket transport read itself (no trip through the protocol's buffer): into the incoming
+/// BIO, then `_do_read`.
+pub(crate) fn feed(proto: &Bound<'_, PyAny>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+    let py = proto.py();
+    let this = Wrapped {
+        proto: proto.clone(),
+    };
+    this.get(intern!(py, "_incoming"))?
+        .call_method1(intern!(py, "write"), (data,))?;
+    let result = this.do_read();
+    this.fatal_on(result)
 }
 
 /// `buffer_updated(nbytes)` of a `WRAPPED` TLS protocol: the bytes read into its buffer go to
