@@ -74,8 +74,6 @@ pub fn sock_recv_start<'py>(
     if let Some(data) = recv_now(sock, fd, n)? {
         return Ok(data);
     }
-    let fut = LoopCore::create_future(loop_)?;
-    loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
     // One function object for every wait, made on first use.
     static RECV_READY: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
     let callback = RECV_READY
@@ -84,16 +82,39 @@ pub fn sock_recv_start<'py>(
         })?
         .bind(py)
         .clone();
-    let args = PyTuple::new(
-        py,
-        [fut.clone(), sock.clone(), n.into_pyobject(py)?.into_any()],
-    )?;
+    let extra = [sock.clone(), n.into_pyobject(py)?.into_any()];
+    watch_until_done(
+        loop_,
+        fd,
+        callback.into_any(),
+        extra,
+        super::io::Direction::Read,
+    )
+}
+
+/// asyncio's way of waiting for a socket: a future, an fd watcher whose callback
+/// (`callback(fut, *extra)`) finishes it, and a done callback that stops watching.
+fn watch_until_done<'py, const N: usize>(
+    loop_: &Bound<'py, LoopCore>,
+    fd: RawFd,
+    callback: Bound<'py, PyAny>,
+    extra: [Bound<'py, PyAny>; N],
+    dir: super::io::Direction,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = loop_.py();
+    let fut = LoopCore::create_future(loop_)?;
+    loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+    let mut items = Vec::with_capacity(N + 1);
+    items.push(fut.clone());
+    items.extend(extra);
+    let args = PyTuple::new(py, items)?;
+    let read = matches!(dir, super::io::Direction::Read);
     let handle = super::io::add_watcher(
         loop_,
         &fd.into_pyobject(py)?.into_any(),
-        callback.into_any(),
+        callback,
         args,
-        super::io::Direction::Read,
+        dir,
     )?;
     let done = Bound::new(
         py,
@@ -101,7 +122,7 @@ pub fn sock_recv_start<'py>(
             loop_: loop_.clone().unbind(),
             fd,
             handle,
-            read: true,
+            read,
         },
     )?;
     fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
@@ -211,8 +232,6 @@ pub fn sock_connect_start<'py>(
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(os_error(e)),
     }
-    let fut = LoopCore::create_future(loop_)?;
-    loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
     static CONNECT_READY: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
     let callback = CONNECT_READY
         .get_or_try_init(py, || {
@@ -220,25 +239,14 @@ pub fn sock_connect_start<'py>(
         })?
         .bind(py)
         .clone();
-    let args = PyTuple::new(py, [fut.clone(), sock.clone(), address.clone()])?;
-    let handle = super::io::add_watcher(
+    let extra = [sock.clone(), address.clone()];
+    watch_until_done(
         loop_,
-        &fd.into_pyobject(py)?.into_any(),
+        fd,
         callback.into_any(),
-        args,
+        extra,
         super::io::Direction::Write,
-    )?;
-    let done = Bound::new(
-        py,
-        WatchDone {
-            loop_: loop_.clone().unbind(),
-            fd,
-            handle,
-            read: false,
-        },
-    )?;
-    fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
-    Ok(fut)
+    )
 }
 
 /// The watcher's callback: asyncio's `_sock_connect_cb(fut, sock, address)`.

@@ -518,24 +518,47 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// A wrapped `TlsProtocol`'s read: through the loop's read buffer to its BIO.
-    fn read_tls(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let got = READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            self.read_some(&mut buf)
-                .map(|n| (n, PyBytes::new(py, &buf[..n])))
-        });
-        let (n, data) = match got {
-            Ok(v) => v,
-            Err(e) if sys::would_block(&e) => return Ok(()),
-            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
+    /// What a read into a buffer of `full` bytes does with the system call's outcome:
+    /// `Ok(Some(n))` when `n` bytes came, for the caller to pass on; `Ok(None)` when it is
+    /// handled here (nothing there, an error reported, end of stream).
+    fn read_outcome(
+        &self,
+        py: Python<'_>,
+        got: std::io::Result<usize>,
+        full: usize,
+    ) -> PyResult<Option<usize>> {
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if sys::would_block(&e) => return Ok(None),
+            Err(e) => {
+                return self
+                    .fatal(py, os_error(e), self.read_error())
+                    .map(|()| None)
+            }
         };
         if n == 0 {
-            return self.read_eof(py);
+            return self.read_eof(py).map(|()| None);
         }
-        if n == MAX_READ || self.state.borrow_mut(py).read_closed {
+        if n == full || self.state.borrow_mut(py).read_closed {
+            // The socket may hold more (or its end): read again next iteration, as a
+            // level-triggered poller would report it again.
             self.queue_read(py);
         }
+        Ok(Some(n))
+    }
+
+    /// A wrapped `TlsProtocol`'s read: through the loop's read buffer to its BIO.
+    fn read_tls(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (got, data) = READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            match self.read_some(&mut buf) {
+                Ok(n) => (Ok(n), Some(PyBytes::new(py, &buf[..n]))),
+                Err(e) => (Err(e), None),
+            }
+        });
+        let (Some(_), Some(data)) = (self.read_outcome(py, got, MAX_READ)?, data) else {
+            return Ok(());
+        };
         match super::tls::feed(protocol, &data) {
             Ok(()) => Ok(()),
             Err(e) => self.fatal(py, e, "Fatal error: protocol.buffer_updated() call failed."),
@@ -589,17 +612,9 @@ impl StreamTransport {
             let _ = view.call_method0(intern!(py, "release"));
             (got, len)
         };
-        let n = match got {
-            Ok(n) => n,
-            Err(e) if sys::would_block(&e) => return Ok(()),
-            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
+        let Some(n) = self.read_outcome(py, got, len)? else {
+            return Ok(());
         };
-        if n == 0 {
-            return self.read_eof(py);
-        }
-        if n == len || self.state.borrow_mut(py).read_closed {
-            self.queue_read(py);
-        }
         self.call_protocol(
             py,
             intern!(py, "buffer_updated"),
