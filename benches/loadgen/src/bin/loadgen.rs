@@ -314,6 +314,40 @@ impl Stream {
         self.started = Instant::now();
     }
 
+    /// Writes what is left of `message` (`sent` bytes of it are out) until the socket would
+    /// block.
+    fn write_rest(&mut self, io: &mut dyn Duplex, message: &[u8]) -> Result<(), String> {
+        while self.sent < message.len() {
+            match io.write(&message[self.sent..]) {
+                Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
+                Ok(n) => self.sent += n,
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A message came back whole: counted; then the connection is done (`--churn`, returns
+    /// true) or starts the next message.
+    fn finish(&mut self, stats: &mut Stats, churn: bool) -> bool {
+        stats.complete(self.started);
+        if churn {
+            return true;
+        }
+        self.begin();
+        false
+    }
+
+    /// What a failed read means: the socket is drained for now, or the run fails.
+    fn read_error(&self, e: io::Error) -> Result<Drive, String> {
+        if would_block(&e) {
+            return Ok(Drive::Waiting);
+        }
+        Err(format!("connection {}: read: {e}", self.id))
+    }
+
     /// `--http`: sends the request, reads its response, and starts the next request each time
     /// one is complete; returns once both directions would block.
     fn drive_http(
@@ -325,15 +359,7 @@ impl Stream {
         churn: bool,
     ) -> Result<Drive, String> {
         loop {
-            while self.sent < request.len() {
-                match io.write(&request[self.sent..]) {
-                    Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
-                    Ok(n) => self.sent += n,
-                    Err(e) if would_block(&e) => break,
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
-                }
-            }
+            self.write_rest(io, request)?;
             match io.read(buf) {
                 Ok(0) => return Err(format!("connection {}: the server closed it", self.id)),
                 Ok(n) => {
@@ -344,16 +370,13 @@ impl Stream {
                         if len != self.response.len() {
                             return Err(format!("connection {}: more than one response", self.id));
                         }
-                        stats.complete(self.started);
-                        if churn {
+                        if self.finish(stats, churn) {
                             return Ok(Drive::Done);
                         }
-                        self.begin();
                     }
                 }
-                Err(e) if would_block(&e) => return Ok(Drive::Waiting),
                 Err(e) if interrupted(&e) => {}
-                Err(e) => return Err(format!("connection {}: read: {e}", self.id)),
+                Err(e) => return self.read_error(e),
             }
         }
     }
@@ -390,15 +413,7 @@ impl Stream {
         churn: bool,
     ) -> Result<Drive, String> {
         loop {
-            while self.sent < size {
-                match io.write(&pattern[self.off + self.sent..self.off + size]) {
-                    Ok(0) => return Err(format!("connection {}: write returned 0", self.id)),
-                    Ok(n) => self.sent += n,
-                    Err(e) if would_block(&e) => break,
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(format!("connection {}: write: {e}", self.id)),
-                }
-            }
+            self.write_rest(io, &pattern[self.off..self.off + size])?;
             match io.read(buf) {
                 Ok(0) => {
                     return Err(format!(
@@ -427,17 +442,12 @@ impl Stream {
                         ));
                     }
                     self.received = end;
-                    if end == size {
-                        stats.complete(self.started);
-                        if churn {
-                            return Ok(Drive::Done);
-                        }
-                        self.begin();
+                    if end == size && self.finish(stats, churn) {
+                        return Ok(Drive::Done);
                     }
                 }
-                Err(e) if would_block(&e) => return Ok(Drive::Waiting),
                 Err(e) if interrupted(&e) => {}
-                Err(e) => return Err(format!("connection {}: read: {e}", self.id)),
+                Err(e) => return self.read_error(e),
             }
         }
     }
