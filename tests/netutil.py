@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import tracemalloc
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,6 +32,30 @@ def run(
 ) -> Any:
     """Runs `coro` on `loop`, failing (instead of hanging) after `timeout` seconds."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def skip_leak_check_in_debug(loop: asyncio.AbstractEventLoop) -> None:
+    """Debug mode records a traceback per callback: thousands of connections take minutes
+    and the memory figures measure the tracebacks. Leak checks are normal mode's."""
+    if loop.get_debug():
+        pytest.skip("a leak check for normal mode")
+
+
+async def traced_growth(work: Any, first: int, then: int) -> int:
+    """How much the Python heap (tracemalloc) grew over `await work(then)`, measured once
+    `await work(first)` ran with tracing on: what something kept per unit of work shows."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        await work(first)
+        gc.collect()
+        start = tracemalloc.get_traced_memory()[0]
+        await work(then)
+        gc.collect()
+        end: int = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return end - start
 
 
 class ChunkChecker(asyncio.Protocol):

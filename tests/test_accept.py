@@ -17,10 +17,17 @@ import socket
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 
 import pytest
-from netutil import Accepting, Peer, echo_once, requires_ipv6, run
+from netutil import (
+    Accepting,
+    Peer,
+    echo_once,
+    requires_ipv6,
+    run,
+    skip_leak_check_in_debug,
+    traced_growth,
+)
 
 FAMILIES = [
     "ipv4",
@@ -258,10 +265,7 @@ def test_ten_thousand_connections_leave_nothing_behind(loop):
     """10,000 connections accepted, echoed once and closed: the process has the same
     descriptors afterwards, and memory stays flat between the first and the last thousands."""
 
-    if loop.get_debug():
-        # Debug mode records a traceback per callback: thousands of connections take minutes
-        # and the memory figures measure the tracebacks. The leak check is normal mode's.
-        pytest.skip("a leak check for normal mode")
+    skip_leak_check_in_debug(loop)
 
     async def one_round(host, port, count):
         for _ in range(count // 50):
@@ -273,19 +277,10 @@ def test_ten_thousand_connections_leave_nothing_behind(loop):
         await one_round(host, port, 1000)
         gc.collect()
         before = open_fds()
-        tracemalloc.start()
-        try:
-            await one_round(host, port, 1000)
-            gc.collect()
-            first = tracemalloc.get_traced_memory()[0]
-            await one_round(host, port, 8000)
-            gc.collect()
-            last = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        growth = await traced_growth(lambda n: one_round(host, port, n), 1000, 8000)
         assert open_fds() == before
         # A leak of one small object per connection would show as 8,000 of them.
-        assert last - first < 200_000, (first, last)
+        assert growth < 200_000, growth
         server.close()
         await server.wait_closed()
 

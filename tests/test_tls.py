@@ -9,15 +9,13 @@ Certificates come from ``trustme``: a throwaway CA issuing a server certificate 
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import ssl
 import sys
 import threading
-import tracemalloc
 
 import pytest
-from netutil import Accepting, Peer, run
+from netutil import Accepting, Peer, run, skip_leak_check_in_debug, traced_growth
 
 trustme = pytest.importorskip("trustme")
 
@@ -341,10 +339,7 @@ def test_handshakes_leave_no_memory_behind(loop, server_ctx, client_ctx):
     """1,500 TLS connections, each a handshake, an echo and a close: memory is flat between
     the first 500 and the last 1,000 (uvloop has been known to grow here)."""
 
-    if loop.get_debug():
-        # Debug mode records a traceback per callback: thousands of connections take minutes
-        # and the memory figures measure the tracebacks. The leak check is normal mode's.
-        pytest.skip("a leak check for normal mode")
+    skip_leak_check_in_debug(loop)
 
     async def one(host, port):
         transport, client = await loop.create_connection(
@@ -363,19 +358,9 @@ def test_handshakes_leave_no_memory_behind(loop, server_ctx, client_ctx):
         server = await loop.create_server(Peer, "127.0.0.1", 0, ssl=server_ctx)
         host, port = server.sockets[0].getsockname()
         await rounds(host, port, 200)
-        gc.collect()
-        tracemalloc.start()
-        try:
-            await rounds(host, port, 500)
-            gc.collect()
-            first = tracemalloc.get_traced_memory()[0]
-            await rounds(host, port, 1000)
-            gc.collect()
-            last = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        growth = await traced_growth(lambda n: rounds(host, port, n), 500, 1000)
         # One small object kept per connection would show as 1,000 of them.
-        assert last - first < 100_000, (first, last)
+        assert growth < 100_000, growth
         server.close()
         await server.wait_closed()
 
