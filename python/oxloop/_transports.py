@@ -218,7 +218,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         "_sock_fd",
         "_family",
         "_server",
-        "_protocol_connected",
         "__weakref__",
     )
 
@@ -238,7 +237,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         self._loop = loop
         self._sock_obj: socket.socket | None = None
         self._server = server
-        self._protocol_connected = True
         self._family = sock.family
         fd = self._sock_fd = sock.fileno()
         buffered = isinstance(protocol, protocols.BufferedProtocol)
@@ -351,7 +349,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
 
     def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
         self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
-        self._protocol_connected = True
 
     # -- per connection and per error, called by the native engine ------------------------
 
@@ -365,20 +362,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     def _log_eof(self) -> None:
         # Called in debug mode only.
         base_logger().debug("%r received EOF", self)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        protocol = self._core.get_protocol()
-        try:
-            if self._protocol_connected and protocol is not None:
-                protocol.connection_lost(exc)
-        finally:
-            # Closes the descriptor if the native engine still owns it.
-            self._core.detach()
-            if self._sock_obj is not None:
-                self._sock_obj.close()
-                self._sock_obj = None
-            self._loop = None
-            self._detach_server()
 
     def _detach_server(self) -> None:
         server, self._server = self._server, None

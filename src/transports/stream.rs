@@ -261,10 +261,7 @@ impl StreamTransport {
                 _ => return Ok(()),
             }
         };
-        let callback = face
-            .bind(py)
-            .getattr(intern!(py, "_core"))?
-            .getattr(intern!(py, "_write_ready"))?;
+        let callback = self.self_method(py, &face, intern!(py, "_write_ready"))?;
         let loop_ = loop_.bind(py);
         let debug = loop_.get().debug(py);
         let handle = LoopCore::new_handle(loop_, callback, PyTuple::empty(py), None, debug)?;
@@ -559,7 +556,7 @@ impl StreamTransport {
         let (Some(_), Some(data)) = (self.read_outcome(py, got, MAX_READ)?, data) else {
             return Ok(());
         };
-        match super::tls::feed(protocol, &data) {
+        match super::tls::feed(protocol, data.as_any()) {
             Ok(()) => Ok(()),
             Err(e) => self.fatal(py, e, "Fatal error: protocol.buffer_updated() call failed."),
         }
@@ -796,8 +793,9 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// Counts the loss and runs the face's `_call_connection_lost(exc)`: now, or (`soon`)
-    /// from the ready queue as asyncio's `call_soon` does.
+    /// Counts the loss and runs `connection_lost`: now, or (`soon`) from the ready queue as
+    /// asyncio's `call_soon` does. A socket transport does it natively; a pipe's face runs
+    /// its `_call_connection_lost(exc)`.
     fn schedule_connection_lost(
         &self,
         py: Python<'_>,
