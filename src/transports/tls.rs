@@ -248,30 +248,46 @@ impl<'py> Wrapped<'py> {
             + self
                 .get(intern!(py, "_write_buffer_size"))?
                 .extract::<usize>()?;
-        let paused = self.flag(intern!(py, "_app_writing_paused"))?;
-        let crossed = if paused {
-            size <= self.get(intern!(py, "_outgoing_low_water"))?.extract()?
-        } else {
-            size >= self.get(intern!(py, "_outgoing_high_water"))?.extract()?
-        };
-        if crossed {
-            self.call0(intern!(py, "_control_app_writing"))?;
-        }
-        Ok(())
+        self.control(
+            size,
+            intern!(py, "_app_writing_paused"),
+            intern!(py, "_outgoing_low_water"),
+            intern!(py, "_outgoing_high_water"),
+            intern!(py, "_control_app_writing"),
+        )
     }
 
     /// `_control_ssl_reading`, asyncio's own, only when the buffer crossed a water mark.
     fn control_ssl_reading(&self) -> PyResult<()> {
         let py = self.proto.py();
         let size = pending(&self.get(intern!(py, "_incoming"))?)?;
-        let paused = self.flag(intern!(py, "_ssl_reading_paused"))?;
-        let crossed = if paused {
-            size <= self.get(intern!(py, "_incoming_low_water"))?.extract()?
+        self.control(
+            size,
+            intern!(py, "_ssl_reading_paused"),
+            intern!(py, "_incoming_low_water"),
+            intern!(py, "_incoming_high_water"),
+            intern!(py, "_control_ssl_reading"),
+        )
+    }
+
+    /// Calls asyncio's flow-control method `method` when a buffer of `size` bytes crossed
+    /// the water mark that matters in the `paused` state: the low one while paused, the high
+    /// one otherwise. asyncio's method decides and acts again itself.
+    fn control(
+        &self,
+        size: usize,
+        paused: &Bound<'py, pyo3::types::PyString>,
+        low: &Bound<'py, pyo3::types::PyString>,
+        high: &Bound<'py, pyo3::types::PyString>,
+        method: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<()> {
+        let crossed = if self.flag(paused)? {
+            size <= self.get(low)?.extract()?
         } else {
-            size >= self.get(intern!(py, "_incoming_high_water"))?.extract()?
+            size >= self.get(high)?.extract()?
         };
         if crossed {
-            self.call0(intern!(py, "_control_ssl_reading"))?;
+            self.call0(method)?;
         }
         Ok(())
     }
@@ -321,10 +337,10 @@ pub(crate) fn is_wrapped(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
         .is(wrapped.bind(py)))
 }
 
-/// What `buffer_updated` does with bytes a wrapped `TlsProtocol` received, for bytes the
-/// socket transport read itself (no trip through the protocol's buffer): into the incoming
-/// BIO, then `_do_read`.
-pub(crate) fn feed(proto: &Bound<'_, PyAny>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+/// What `buffer_updated` does with bytes a wrapped `TlsProtocol` received (`data`, any
+/// bytes-like object): into the incoming BIO, then `_do_read`. The socket transport calls it
+/// with what it read itself, with no trip through the protocol's buffer.
+pub(crate) fn feed(proto: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = proto.py();
     let this = Wrapped {
         proto: proto.clone(),
@@ -340,13 +356,9 @@ pub(crate) fn feed(proto: &Bound<'_, PyAny>, data: &Bound<'_, PyBytes>) -> PyRes
 #[pyfunction]
 pub fn tls_read(proto: Bound<'_, PyAny>, nbytes: usize) -> PyResult<()> {
     let py = proto.py();
-    let this = Wrapped { proto };
-    let view = this.get(intern!(py, "_ssl_buffer_view"))?;
+    let view = proto.getattr(intern!(py, "_ssl_buffer_view"))?;
     let chunk = view.get_item(pyo3::types::PySlice::new(py, 0, nbytes as isize, 1))?;
-    this.get(intern!(py, "_incoming"))?
-        .call_method1(intern!(py, "write"), (chunk,))?;
-    let result = this.do_read();
-    this.fatal_on(result)
+    feed(&proto, &chunk)
 }
 
 /// `_write_appdata(list_of_data)` of a `WRAPPED` TLS protocol.
