@@ -454,6 +454,29 @@ impl Stream {
 }
 
 impl Stream {
+    /// Drives the connection; with `--churn`, one whose message is done is replaced.
+    fn step(
+        &mut self,
+        cfg: &Config,
+        pattern: &[u8],
+        buf: &mut [u8],
+        stats: &mut Stats,
+        registry: &mio::Registry,
+    ) -> Result<(), String> {
+        let drive = self.drive(
+            pattern,
+            cfg.size,
+            buf,
+            stats,
+            cfg.churn,
+            cfg.http.as_deref(),
+        )?;
+        if drive == Drive::Done {
+            self.reconnect(cfg, registry)?;
+        }
+        Ok(())
+    }
+
     /// `--churn`: closes the connection and opens its successor, which starts a new message.
     /// A connect that would block (a Unix listener's full backlog) or finds no free port
     /// leaves `io` empty, to be tried again.
@@ -684,17 +707,7 @@ fn run(cfg: &Config) -> Result<Report, String> {
         Clients::Streams(streams) => {
             for s in streams.iter_mut() {
                 s.begin();
-                if s.drive(
-                    &pattern,
-                    cfg.size,
-                    &mut buf,
-                    &mut stats,
-                    cfg.churn,
-                    cfg.http.as_deref(),
-                )? == Drive::Done
-                {
-                    s.reconnect(cfg, poll.registry())?;
-                }
+                s.step(cfg, &pattern, &mut buf, &mut stats, poll.registry())?;
             }
         }
         Clients::Dgrams(dgrams) => {
@@ -766,17 +779,7 @@ fn run(cfg: &Config) -> Result<Report, String> {
             Clients::Streams(streams) => {
                 for ev in events.iter() {
                     if let Some(s) = streams.get_mut(ev.token().0) {
-                        if s.drive(
-                            &pattern,
-                            cfg.size,
-                            &mut buf,
-                            &mut stats,
-                            cfg.churn,
-                            cfg.http.as_deref(),
-                        )? == Drive::Done
-                        {
-                            s.reconnect(cfg, poll.registry())?;
-                        }
+                        s.step(cfg, &pattern, &mut buf, &mut stats, poll.registry())?;
                     }
                 }
                 // Connects refused for a full backlog are tried again.
