@@ -60,6 +60,13 @@ def take_handshake_failures(loop, loop_errors):
         assert context["message"] in HANDSHAKE_FAILURES, context
 
 
+async def connect_tls(loop, host, port, ctx):
+    """A TLS client connection to the test server, for the name the certificate bears."""
+    return await loop.create_connection(
+        lambda: Peer(echo=False), host, port, ssl=ctx, server_hostname="localhost"
+    )
+
+
 async def never_connected(accepting):
     """The next server-side protocol, which asyncio makes before the handshake, never got
     its connection_made()."""
@@ -87,9 +94,7 @@ def test_echo_with_a_client_certificate(loop, ca, client_auth_ctx):
         accepting = Accepting()
         server = await loop.create_server(accepting, "127.0.0.1", 0, ssl=client_auth_ctx)
         host, port = server.sockets[0].getsockname()
-        transport, client = await loop.create_connection(
-            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-        )
+        transport, client = await connect_tls(loop, host, port, client_ctx)
         transport.write(b"over tls" * 1000)
         assert await client.received(8000) == b"over tls" * 1000
         peer = await accepting.next()
@@ -120,9 +125,7 @@ def test_client_without_the_required_certificate_is_refused(
         # TLS 1.3 completes the client's handshake before the server checks its certificate:
         # the refusal shows as an error or a lost connection on the first read.
         try:
-            transport, client = await loop.create_connection(
-                lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-            )
+            transport, client = await connect_tls(loop, host, port, client_ctx)
         except (ssl.SSLError, ConnectionError):
             pass
         else:
@@ -151,9 +154,7 @@ def test_alpn_and_sni(loop, ca, client_ctx):
         accepting = Accepting()
         server = await loop.create_server(accepting, "127.0.0.1", 0, ssl=server_ctx)
         host, port = server.sockets[0].getsockname()
-        transport, client = await loop.create_connection(
-            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-        )
+        transport, client = await connect_tls(loop, host, port, client_ctx)
         peer = await accepting.next()
         transport.write(b"x")
         await client.received(1)
@@ -279,9 +280,7 @@ def test_peer_reset_during_the_handshake(loop, loop_errors, server_ctx, client_c
         # Nothing reached the application, and the server still serves.
         for _ in range(5):
             await never_connected(accepting)
-        transport, client = await loop.create_connection(
-            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-        )
+        transport, client = await connect_tls(loop, host, port, client_ctx)
         transport.write(b"after")
         assert await client.received(5) == b"after"
         transport.close()
@@ -342,9 +341,7 @@ def test_handshakes_leave_no_memory_behind(loop, server_ctx, client_ctx):
     skip_leak_check_in_debug(loop)
 
     async def one(host, port):
-        transport, client = await loop.create_connection(
-            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-        )
+        transport, client = await connect_tls(loop, host, port, client_ctx)
         transport.write(b"ping")
         await client.received(4)
         transport.close()
@@ -372,9 +369,7 @@ def test_concurrent_connections_keep_their_own_bytes(loop, server_ctx, client_ct
     pattern: no connection ever sees another's bytes (oxloop's share one read buffer)."""
 
     async def one(host, port, n):
-        transport, client = await loop.create_connection(
-            lambda: Peer(echo=False), host, port, ssl=client_ctx, server_hostname="localhost"
-        )
+        transport, client = await connect_tls(loop, host, port, client_ctx)
         payload = bytes((n * 7 + i) % 251 for i in range(256 * 1024))
         transport.write(payload)
         assert await client.received(len(payload)) == payload
