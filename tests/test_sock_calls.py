@@ -569,6 +569,21 @@ def test_loop_sendfile_on_a_transport(loop, data_file, offset, count):
     run(loop, main())
 
 
+def test_loop_sendfile_right_after_a_write_sends_the_write_first(loop, data_file):
+    file, content = data_file
+
+    async def main():
+        transport, client, peer, server = await connected(loop)
+        # The same task step: nothing runs between the write and sendfile's first steps.
+        transport.write(b"header:")
+        assert await loop.sendfile(transport, file) == len(content)
+        transport.write_eof()
+        assert await peer.eof == b"header:" + content
+        await disconnect(transport, client, peer, server)
+
+    run(loop, main())
+
+
 def test_loop_sendfile_refuses_closing_and_datagram_transports(loop, data_file):
     file, _ = data_file
 

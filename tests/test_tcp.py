@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import pytest
 from netutil import ChunkChecker, requires_ipv6, run
@@ -699,6 +700,143 @@ def test_no_pause_writing_below_the_high_mark(loop):
             transport.abort()
             await client.lost
             peer.transport.abort()
+            await peer.lost
+
+    run(loop, main())
+
+
+# -- what one callback writes ------------------------------------------------------------------
+# oxloop sends what a callback writes to a socket when the callback returns, in one system call
+# (see ARCHITECTURE.md); everything a protocol can observe stays as asyncio has it.
+
+
+class Replier(Peer):
+    """Answers each message with `reply(transport)`, from data_received itself."""
+
+    def __init__(self, reply):
+        super().__init__()
+        self.reply = reply
+        self.seen = []
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.seen.append(self.reply(self.transport))
+
+
+def test_writes_of_one_callback_arrive_whole_and_in_order(loop):
+    def reply(transport):
+        transport.write(b"HTTP/1.1 200 OK\r\n")
+        transport.writelines([b"a: 1\r\n", bytearray(b"b: 2\r\n"), b"\r\n"])
+        transport.write(memoryview(b"body"))
+        # Small writes to a socket with room: asyncio's transport has sent them already.
+        return transport.get_write_buffer_size(), transport.is_closing()
+
+    async def main():
+        async with serving(loop, lambda: Replier(reply)) as (server, accepted):
+            transport, client = await loop.create_connection(Peer, *address(server))
+            peer = await accepted.get()
+            expected = b"HTTP/1.1 200 OK\r\na: 1\r\nb: 2\r\n\r\nbody"
+            for n in range(1, 4):
+                transport.write(b"?")
+                assert await client.received(n * len(expected)) == expected * n
+            assert peer.seen == [(0, False)] * 3
+            transport.close()
+            await peer.lost
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("end", ["close", "abort", "write_eof"])
+def test_a_write_then_the_end_in_one_callback_delivers_the_write(loop, end):
+    def reply(transport):
+        transport.write(b"last words")
+        getattr(transport, end)()
+
+    async def main():
+        async with serving(loop, lambda: Replier(reply)) as (server, accepted):
+            transport, client = await loop.create_connection(Peer, *address(server))
+            peer = await accepted.get()
+            transport.write(b"?")
+            await client.got_eof
+            assert bytes(client.data) == b"last words"
+            transport.close()
+            assert await peer.lost is None
+            await client.lost
+        assert peer.events[-1] == "lost"
+
+    run(loop, main())
+
+
+def test_a_callback_writing_without_end_is_paused_past_the_high_mark(loop):
+    """A callback that writes on and on to a peer that does not read sees pause_writing()
+    during its writes, with the buffer past the high-water mark, as it would on asyncio."""
+
+    async def main():
+        async with serving(loop) as (server, accepted):
+            transport, client = await loop.create_connection(FlowPeer, *address(server))
+            peer = await accepted.get()
+            await peer.stop_reading()
+            low, high = transport.get_write_buffer_limits()
+            chunk = b"y" * 1000
+            written = 0
+            # No await: all of it is one callback.
+            while not client.flow and written < 1 << 30:
+                transport.write(chunk)
+                written += len(chunk)
+            assert [kind for kind, _ in client.flow] == ["pause"]
+            assert client.flow[0][1] > high
+            assert transport.get_write_buffer_size() > high
+            peer.transport.resume_reading()
+            await peer.received(written)
+            assert [kind for kind, _ in client.flow] == ["pause", "resume"]
+            assert transport.get_write_buffer_size() == 0
+            transport.close()
+            await client.lost
+            await peer.lost
+
+    run(loop, main(), timeout=60)
+
+
+def test_writes_while_the_loop_is_not_running_go_out_at_once(loop):
+    a, b = socket.socketpair()
+    with b:
+        transport, client = run(loop, loop.create_connection(Peer, sock=a))
+        # Nothing runs the loop from here on: the peer still receives the writes.
+        transport.write(b"ping")
+        transport.writelines([b"-", b"pong"])
+        b.settimeout(5)
+        received = b""
+        while len(received) < 9:
+            received += b.recv(100)
+        assert received == b"ping-pong"
+        transport.close()
+        run(loop, client.lost)
+
+
+def test_write_can_be_replaced_on_the_instance(loop):
+    """Tests of servers replace `transport.write` (uvicorn's own do); the real one comes back
+    when the patch ends."""
+
+    async def main():
+        async with serving(loop) as (server, accepted):
+            transport, client = await loop.create_connection(Peer, *address(server))
+            peer = await accepted.get()
+            seen = []
+            transport.note = "transports take attributes"
+            with mock.patch.object(transport, "write", seen.append):
+                transport.write(b"captured")
+                assert transport.is_closing() is False
+            transport.write = seen.append
+            transport.write(b"also captured")
+            del transport.write
+            transport.write(b"real ")
+            with mock.patch.object(transport, "is_closing", return_value=True):
+                assert transport.is_closing()
+            assert transport.is_closing() is False
+            assert seen == [b"captured", b"also captured"]
+            transport.writelines([b"again"])
+            assert await peer.received(10) == b"real again"
+            transport.close()
             await peer.lost
 
     run(loop, main())

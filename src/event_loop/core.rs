@@ -67,6 +67,11 @@ pub(super) struct State {
     /// `SOURCE_TOKEN_BASE + fd`): an fd is registered once at most, and descriptors are
     /// small and dense, so the table is found by fd at once (`_native_transport`).
     pub(super) sources: Vec<Option<Py<StreamTransport>>>,
+    /// Callbacks are running (`run_ready`): what a transport is given to write waits for the
+    /// end of the callback, so that a callback's writes leave in one system call.
+    pub(super) dispatching: bool,
+    /// Transports holding writes of the running callback (see `StreamTransport::uncork`).
+    pub(super) corked: VecDeque<Py<StreamTransport>>,
 }
 
 /// The native part of the event loop.
@@ -139,6 +144,16 @@ impl LoopCore {
     }
 
     /// Appends a handle to the ready queue.
+    /// Holds a transport's writes until the running callback returns; false when no callback
+    /// is running (the write goes out at once, as asyncio's does).
+    pub(crate) fn cork(&self, py: Python<'_>, transport: &Bound<'_, StreamTransport>) -> bool {
+        let mut st = self.state.borrow_mut(py);
+        if st.dispatching {
+            st.corked.push_back(transport.clone().unbind());
+        }
+        st.dispatching
+    }
+
     pub(crate) fn push_ready(&self, py: Python<'_>, handle: Py<Handle>) {
         self.state.borrow_mut(py).ready.push_back(handle);
     }
@@ -420,6 +435,8 @@ impl LoopCore {
                 clock_override: false,
                 run_once_override: false,
                 sources: Vec::new(),
+                dispatching: false,
+                corked: VecDeque::new(),
             }),
             poll: Mutex::new(Some(PollState {
                 poller,
@@ -452,7 +469,7 @@ impl LoopCore {
         for h in st.readers.values().chain(st.writers.values()) {
             visit.call(h)?;
         }
-        for t in st.sources.iter() {
+        for t in st.sources.iter().flatten().chain(st.corked.iter()) {
             visit.call(t)?;
         }
         visit.call(&st.task_factory)
@@ -471,6 +488,7 @@ impl LoopCore {
                     std::mem::take(&mut st.writers),
                     st.task_factory.take(),
                     std::mem::take(&mut st.sources),
+                    std::mem::take(&mut st.corked),
                 ),
             )
         };

@@ -216,9 +216,18 @@ fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     let (ntodo, debug) = {
-        let st = this.state.borrow_mut(py);
+        let mut st = this.state.borrow_mut(py);
+        st.dispatching = true;
         (st.ready.len(), st.debug)
     };
+    let result = run_callbacks(slf, ntodo, debug);
+    this.state.borrow_mut(py).dispatching = false;
+    result
+}
+
+fn run_callbacks(slf: &Bound<'_, LoopCore>, ntodo: usize, debug: bool) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
     for _ in 0..ntodo {
         let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
             break;
@@ -234,9 +243,27 @@ fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         };
         // The queue's reference ends here; if the handle lives on, the collector must see it.
         py::gc_track_if_shared(handle.as_any());
+        let flushed = flush_corked(slf);
         result?;
+        flushed?;
     }
     Ok(())
+}
+
+/// Sends what the callback that just ran wrote to transports (see `StreamTransport::uncork`).
+/// Writes made while sending (by `pause_writing()`, or an error's handlers) are sent too.
+fn flush_corked(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let mut result = Ok(());
+    loop {
+        let Some(transport) = slf.get().state.borrow_mut(py).corked.pop_front() else {
+            return result;
+        };
+        let sent = transport.get().uncork(py);
+        if result.is_ok() {
+            result = sent;
+        }
+    }
 }
 
 /// Debug mode: runs a callback and logs it if it took `slow_callback_duration` or longer.

@@ -139,6 +139,9 @@ struct StreamState {
     low_water: usize,
     /// Output the kernel has not taken yet.
     wbuf: WriteQueue<BytesChunk>,
+    /// Everything in `wbuf` was written by the running callback, and goes out when it
+    /// returns (`uncork`).
+    corked: bool,
     /// `sendfile` waits on this future for the buffer to drain.
     empty_waiter: Option<Py<PyAny>>,
     /// A child's pipe not yet enlarged to `BULK_PIPE_SIZE`.
@@ -310,6 +313,7 @@ impl StreamTransport {
                     high_water: 64 * 1024,
                     low_water: 16 * 1024,
                     wbuf: WriteQueue::new(),
+                    corked: false,
                     empty_waiter: None,
                     enlarge,
                     large_reads: false,
@@ -726,7 +730,7 @@ impl StreamTransport {
     fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
         {
             let mut st = self.state.borrow_mut(py);
-            if st.wbuf.len() <= st.high_water || st.protocol_paused {
+            if st.corked || st.wbuf.len() <= st.high_water || st.protocol_paused {
                 return Ok(());
             }
             st.protocol_paused = true;
@@ -778,6 +782,7 @@ impl StreamTransport {
 
     /// asyncio's `close()`.
     fn do_close(&self, py: Python<'_>) -> PyResult<()> {
+        self.uncork(py)?;
         let lost_now = {
             let mut st = self.state.borrow_mut(py);
             if st.closing {
@@ -917,27 +922,70 @@ impl StreamTransport {
         )))
     }
 
-    /// One write: straight to the kernel when nothing is queued, else behind the queue.
-    fn write_one(&self, py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<()> {
-        let queued_before = !self.state.borrow_mut(py).wbuf.is_empty();
-        if queued_before {
-            self.state.borrow_mut(py).wbuf.push(BytesChunk::new(data));
-        } else {
-            let sent = match self.write_some(data.as_bytes()) {
-                Ok(n) => n,
-                Err(e) if sys::would_block(&e) => 0,
-                Err(e) => return self.write_failed(py, os_error(e)),
-            };
-            if sent == data.as_bytes().len() {
-                return Ok(());
-            }
-            self.enlarge_pipe(py);
-            self.state
-                .borrow_mut(py)
-                .wbuf
-                .push_rest(BytesChunk::new(data), sent);
+    /// One write. While a callback runs, what it writes is held until it returns and then
+    /// goes out in one system call (`uncork`); outside callbacks it goes straight to the
+    /// kernel when nothing is queued, as asyncio's does. Behind a queue, it waits its turn.
+    fn write_one(slf: &Bound<'_, Self>, data: Bound<'_, PyBytes>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.hold(slf, std::iter::once(data.clone()))? {
+            return Ok(());
         }
-        self.maybe_pause_protocol(py)
+        let sent = match this.write_some(data.as_bytes()) {
+            Ok(n) => n,
+            Err(e) if sys::would_block(&e) => 0,
+            Err(e) => return this.write_failed(py, os_error(e)),
+        };
+        if sent == data.as_bytes().len() {
+            return Ok(());
+        }
+        this.enlarge_pipe(py);
+        this.state
+            .borrow_mut(py)
+            .wbuf
+            .push_rest(BytesChunk::new(data), sent);
+        this.maybe_pause_protocol(py)
+    }
+
+    /// Queues `chunks` unless they are to be written now (`Ok(false)`: nothing is queued and
+    /// no callback is running). Held output past the high-water mark goes out at once, so a
+    /// callback that writes a lot sees `pause_writing()` as it would with asyncio.
+    fn hold<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        chunks: impl Iterator<Item = Bound<'py, PyBytes>>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let corking = {
+            let st = self.state.borrow_mut(py);
+            // Sockets only: a pipe's writes go out at once, as the few a pipe sees gain little
+            // and its writer learns from the write itself that the reader went away.
+            if st.wbuf.is_empty() && self.kind == Kind::Socket {
+                match &st.loop_ {
+                    Some(l) => l.bind(py).get().cork(py, slf),
+                    None => false,
+                }
+            } else {
+                false
+            }
+        };
+        let over = {
+            let mut st = self.state.borrow_mut(py);
+            if st.wbuf.is_empty() && !corking {
+                return Ok(false);
+            }
+            st.corked |= corking;
+            for c in chunks {
+                st.wbuf.push(BytesChunk::new(c));
+            }
+            st.wbuf.len() > st.high_water
+        };
+        if !self.state.borrow_mut(py).corked {
+            self.maybe_pause_protocol(py)?;
+        } else if over {
+            self.uncork(py)?;
+        }
+        Ok(true)
     }
 
     /// asyncio's `write()` refuses to write after `write_eof()` and during `sendfile`.
@@ -1140,45 +1188,62 @@ impl StreamTransport {
         }
     }
 
+    /// Sends what the running callback wrote (called when it returns, or before anything that
+    /// must find it sent: closing, `write_eof()`, `sendfile`); what the kernel does not take
+    /// is queued and flow-controlled as asyncio's `write()` would have left it.
+    pub(crate) fn uncork(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.state.borrow_mut(py);
+            if !st.corked {
+                return Ok(());
+            }
+            st.corked = false;
+        }
+        self.flush(py)?;
+        self.maybe_pause_protocol(py)
+    }
+
     fn _write_ready(&self, py: Python<'_>) -> PyResult<()> {
         self.state.borrow_mut(py).write_queued = false;
         self.flush(py)
     }
 
-    pub(crate) fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = self.to_bytes(data)?;
+    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let data = this.to_bytes(data)?;
         // asyncio refuses a write after write_eof() or during sendfile even when it is empty,
         // and counts writes after the connection was lost only when they are not.
-        self.check_not_shut(py, "write")?;
-        if data.as_bytes().is_empty() || !self.check_writable(py)? {
+        this.check_not_shut(py, "write")?;
+        if data.as_bytes().is_empty() || !this.check_writable(py)? {
             return Ok(());
         }
-        self.write_one(py, data)
+        Self::write_one(slf, data)
     }
 
-    fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let mut chunks = Vec::new();
         for item in list_of_data.try_iter()? {
-            chunks.push(self.to_bytes(&item?)?);
+            chunks.push(this.to_bytes(&item?)?);
         }
-        self.check_not_shut(py, "writelines")?;
-        if !self.check_writable(py)? {
+        this.check_not_shut(py, "writelines")?;
+        if !this.check_writable(py)? || this.hold(slf, chunks.iter().cloned())? {
             return Ok(());
         }
-        let was_empty = self.state.borrow_mut(py).wbuf.is_empty();
         {
-            let mut st = self.state.borrow_mut(py);
+            let mut st = this.state.borrow_mut(py);
             for c in chunks {
                 st.wbuf.push(BytesChunk::new(c));
             }
         }
-        if was_empty {
-            self.flush(py)?;
-        }
-        self.maybe_pause_protocol(py)
+        this.flush(py)?;
+        this.maybe_pause_protocol(py)
     }
 
     fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        self.uncork(py)?;
         if self.kind != Kind::Socket {
             // A pipe has no half-close: its end of file is its closing.
             return self.do_close(py);
@@ -1203,6 +1268,8 @@ impl StreamTransport {
 
     /// asyncio's `_force_close(exc)`: drops pending output and schedules `connection_lost`.
     fn force_close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        // What asyncio's write() would have sent by now is sent before the rest is dropped.
+        self.uncork(py)?;
         let released = {
             let mut st = self.state.borrow_mut(py);
             if st.lost_scheduled {
@@ -1249,8 +1316,14 @@ impl StreamTransport {
         true
     }
 
+    /// Held output (`corked`) does not count: asyncio's `write()` would have sent it.
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).wbuf.len()
+        let st = self.state.borrow_mut(py);
+        if st.corked {
+            0
+        } else {
+            st.wbuf.len()
+        }
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
@@ -1342,6 +1415,7 @@ impl StreamTransport {
             let mut st = self.state.borrow_mut(py);
             let st = &mut *st;
             st.reading = false;
+            st.corked = false;
             (
                 st.loop_.take(),
                 st.slot.take(),

@@ -231,7 +231,7 @@ impl<'py> Wrapped<'py> {
                     .ok()
                     .and_then(|c| c.cast_into::<StreamTransport>().ok());
                 match core {
-                    Some(core) => core.get().write(py, &data)?,
+                    Some(core) => StreamTransport::write(&core, &data)?,
                     None => {
                         transport.call_method1(intern!(py, "write"), (data,))?;
                     }
