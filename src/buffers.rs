@@ -12,9 +12,12 @@ pub const MAX_IOV: usize = 512;
 
 /// Pending output, oldest first.
 pub struct WriteQueue<C> {
-    /// Chunks not yet fully written, each with the number of its bytes already written
-    /// (always less than its length).
-    chunks: VecDeque<(C, usize)>,
+    /// The oldest chunk not yet fully written, with the number of its bytes already written
+    /// (always less than its length). Kept apart from the others: a connection whose output
+    /// never waits behind more than one chunk never allocates.
+    head: Option<(C, usize)>,
+    /// The chunks after it, none of them written yet.
+    rest: VecDeque<C>,
     /// Bytes still to write, over all chunks.
     len: usize,
 }
@@ -29,7 +32,8 @@ impl<C: AsRef<[u8]>> WriteQueue<C> {
     /// An empty queue.
     pub fn new() -> Self {
         WriteQueue {
-            chunks: VecDeque::new(),
+            head: None,
+            rest: VecDeque::new(),
             len: 0,
         }
     }
@@ -49,22 +53,38 @@ impl<C: AsRef<[u8]>> WriteQueue<C> {
         self.push_rest(chunk, 0);
     }
 
-    /// Appends a chunk of which the first `skip` bytes were already written.
+    /// Appends a chunk of which the first `skip` bytes were already written (only ever the
+    /// first chunk of a queue: bytes go out in order).
     pub fn push_rest(&mut self, chunk: C, skip: usize) {
         let n = chunk.as_ref().len();
-        if skip < n {
-            self.len += n - skip;
-            self.chunks.push_back((chunk, skip));
+        if skip >= n {
+            return;
+        }
+        self.len += n - skip;
+        if self.head.is_none() {
+            self.head = Some((chunk, skip));
+        } else {
+            debug_assert_eq!(skip, 0, "only the first chunk can be partly written");
+            self.rest.push_back(chunk);
+        }
+    }
+
+    /// The pending bytes, when they are all in one chunk: a plain write carries them.
+    pub fn single(&self) -> Option<&[u8]> {
+        match &self.head {
+            Some((chunk, start)) if self.rest.is_empty() => Some(&chunk.as_ref()[*start..]),
+            _ => None,
         }
     }
 
     /// The pending bytes as slices for a gathering write, at most `MAX_IOV` of them.
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
-        self.chunks
+        let head = self
+            .head
             .iter()
-            .take(MAX_IOV)
-            .map(|(chunk, start)| IoSlice::new(&chunk.as_ref()[*start..]))
-            .collect()
+            .map(|(chunk, start)| IoSlice::new(&chunk.as_ref()[*start..]));
+        let rest = self.rest.iter().map(|chunk| IoSlice::new(chunk.as_ref()));
+        head.chain(rest).take(MAX_IOV).collect()
     }
 
     /// Drops `n` written bytes from the front.
@@ -72,7 +92,7 @@ impl<C: AsRef<[u8]>> WriteQueue<C> {
         let mut n = n.min(self.len);
         self.len -= n;
         while n > 0 {
-            let Some((chunk, start)) = self.chunks.front_mut() else {
+            let Some((chunk, start)) = self.head.as_mut() else {
                 break;
             };
             let left = chunk.as_ref().len() - *start;
@@ -81,7 +101,7 @@ impl<C: AsRef<[u8]>> WriteQueue<C> {
                 return;
             }
             n -= left;
-            self.chunks.pop_front();
+            self.head = self.rest.pop_front().map(|c| (c, 0));
         }
     }
 
@@ -89,7 +109,8 @@ impl<C: AsRef<[u8]>> WriteQueue<C> {
     /// released.
     pub fn clear(&mut self) -> Vec<C> {
         self.len = 0;
-        self.chunks.drain(..).map(|(c, _)| c).collect()
+        let head = self.head.take().map(|(c, _)| c);
+        head.into_iter().chain(self.rest.drain(..)).collect()
     }
 }
 
@@ -99,6 +120,18 @@ mod tests {
 
     fn gather(q: &WriteQueue<Vec<u8>>) -> Vec<u8> {
         q.slices().iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn single_is_the_one_chunk_left_past_what_was_written() {
+        let mut q = WriteQueue::new();
+        assert_eq!(q.single(), None);
+        q.push(b"hello".to_vec());
+        assert_eq!(q.single(), Some(&b"hello"[..]));
+        q.push(b"world".to_vec());
+        assert_eq!(q.single(), None);
+        q.consume(7);
+        assert_eq!(q.single(), Some(&b"rld"[..]));
     }
 
     #[test]
@@ -133,10 +166,23 @@ mod tests {
         assert_eq!(q.len(), 2);
         q.push(b"gh".to_vec());
         assert_eq!(gather(&q), b"efgh");
-        q.push_rest(b"xyz".to_vec(), 3);
-        assert_eq!(q.len(), 4);
-        q.push_rest(b"xyz".to_vec(), 1);
-        assert_eq!(gather(&q), b"efghyz");
+        let mut sent = WriteQueue::new();
+        sent.push_rest(b"xyz".to_vec(), 3);
+        assert!(sent.is_empty());
+        assert_eq!(sent.single(), None);
+    }
+
+    #[test]
+    fn one_chunk_at_a_time_never_allocates_the_rest() {
+        let mut q = WriteQueue::new();
+        for round in 0..3 {
+            q.push(vec![round; 10]);
+            q.consume(4);
+            assert_eq!(q.single(), Some(&[round; 6][..]));
+            q.consume(6);
+            assert!(q.is_empty());
+        }
+        assert_eq!(q.rest.capacity(), 0);
     }
 
     #[test]

@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-from unittest import mock
 
 import pytest
 from netutil import ChunkChecker, requires_ipv6, run
@@ -811,35 +810,6 @@ def test_writes_while_the_loop_is_not_running_go_out_at_once(loop):
         assert received == b"ping-pong"
         transport.close()
         run(loop, client.lost)
-
-
-def test_write_can_be_replaced_on_the_instance(loop):
-    """Tests of servers replace `transport.write` (uvicorn's own do); the real one comes back
-    when the patch ends."""
-
-    async def main():
-        async with serving(loop) as (server, accepted):
-            transport, client = await loop.create_connection(Peer, *address(server))
-            peer = await accepted.get()
-            seen = []
-            transport.note = "transports take attributes"
-            with mock.patch.object(transport, "write", seen.append):
-                transport.write(b"captured")
-                assert transport.is_closing() is False
-            transport.write = seen.append
-            transport.write(b"also captured")
-            del transport.write
-            transport.write(b"real ")
-            with mock.patch.object(transport, "is_closing", return_value=True):
-                assert transport.is_closing()
-            assert transport.is_closing() is False
-            assert seen == [b"captured", b"also captured"]
-            transport.writelines([b"again"])
-            assert await peer.received(10) == b"real again"
-            transport.close()
-            await peer.lost
-
-    run(loop, main())
 
 
 # -- protocol switching -----------------------------------------------------------------------

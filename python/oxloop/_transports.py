@@ -161,14 +161,6 @@ class _NativeWriteFace(transports._FlowControlMixin):
     _core: StreamTransport
     _loop: Any
 
-    def _bind_writes(self) -> None:
-        # The native engine's own methods go in the instance's dictionary, where attribute
-        # lookup finds them before the methods below: a write costs no Python frame. An
-        # instance attribute still wins over them (`transport.write = fake`, as on asyncio),
-        # and deleting it leaves the method below.
-        self.__dict__["write"] = self._core.write
-        self.__dict__["writelines"] = self._core.writelines
-
     def write(self, data: Any) -> None:
         self._core.write(data)
 
@@ -222,8 +214,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
     """
 
     __slots__ = (
-        # asyncio's transports take any attribute; the native methods are bound there too.
-        "__dict__",
         "_sock_obj",
         "_sock_fd",
         "_family",
@@ -259,7 +249,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
             except BaseException:
                 self._detach_server()
                 raise
-            self._bind()
         else:
             assert isinstance(sock, socket.socket)
             self._extra = {} if extra is None else dict(extra)
@@ -278,7 +267,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
             except BaseException:
                 self._detach_server()
                 raise
-            self._bind()
             # Set once the transport is made: __del__ closes the socket only of a transport
             # that was.
             self._sock_obj = sock
@@ -287,10 +275,6 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         self._core.schedule_start_reading()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
-
-    def _bind(self) -> None:
-        self._bind_writes()
-        self.__dict__["is_closing"] = self._core.is_closing
 
     def _attach_server(self) -> None:
         server = self._server
@@ -361,7 +345,7 @@ class SocketTransport(_NativeReadFace, _NativeWriteFace):
         self._core.force_close(None)
 
     def is_closing(self) -> bool:
-        return bool(self._core.is_closing())
+        return self._core.is_closing()
 
     def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
         self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
@@ -669,8 +653,6 @@ class _PipeFace:
             pipe="write" if self._WRITE_END else "read",
             enlarge=child,
         )
-        if isinstance(self, _NativeWriteFace):
-            self._bind_writes()
         loop.call_soon(protocol.connection_made, self)
         # Only once connection_made() has run: reading, or (a write end) watching the reader.
         self._core.schedule_start_reading()

@@ -228,11 +228,27 @@ fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 fn run_callbacks(slf: &Bound<'_, LoopCore>, ntodo: usize, debug: bool) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
-    for _ in 0..ntodo {
-        let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
-            break;
+    let mut left = ntodo;
+    loop {
+        // One look at the state between callbacks: what the last one wrote goes out first.
+        let handle = {
+            let mut st = this.state.borrow_mut(py);
+            if let Some(transport) = st.corked.pop_front() {
+                drop(st);
+                if let Err(e) = transport.get().uncork(py) {
+                    return Err(flush_corked_after(slf, e));
+                }
+                continue;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            left -= 1;
+            match st.ready.pop_front() {
+                Some(h) => h.into_bound(py),
+                None => return Ok(()),
+            }
         };
-        let handle = handle.into_bound(py);
         if handle.get().is_cancelled(py) {
             continue;
         }
@@ -243,25 +259,22 @@ fn run_callbacks(slf: &Bound<'_, LoopCore>, ntodo: usize, debug: bool) -> PyResu
         };
         // The queue's reference ends here; if the handle lives on, the collector must see it.
         py::gc_track_if_shared(handle.as_any());
-        let flushed = flush_corked(slf);
-        result?;
-        flushed?;
+        if let Err(e) = result {
+            return Err(flush_corked_after(slf, e));
+        }
     }
-    Ok(())
 }
 
-/// Sends what the callback that just ran wrote to transports (see `StreamTransport::uncork`).
-/// Writes made while sending (by `pause_writing()`, or an error's handlers) are sent too.
-fn flush_corked(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+/// Sends what is still corked when `err` ends the batch early, and returns `err`: a send that
+/// fails too is reported as unraisable, since only one exception leaves the loop.
+fn flush_corked_after(slf: &Bound<'_, LoopCore>, err: PyErr) -> PyErr {
     let py = slf.py();
-    let mut result = Ok(());
     loop {
         let Some(transport) = slf.get().state.borrow_mut(py).corked.pop_front() else {
-            return result;
+            return err;
         };
-        let sent = transport.get().uncork(py);
-        if result.is_ok() {
-            result = sent;
+        if let Err(later) = transport.get().uncork(py) {
+            later.write_unraisable(py, None);
         }
     }
 }

@@ -663,9 +663,14 @@ impl StreamTransport {
             if st.conn_lost > 0 || st.wbuf.is_empty() {
                 return Ok(());
             }
-            let slices = st.wbuf.slices();
-            let offered: usize = slices.iter().map(|s| s.len()).sum();
-            self.write_gathered(&slices).map(|n| (n, offered))
+            match st.wbuf.single() {
+                Some(bytes) => self.write_some(bytes).map(|n| (n, bytes.len())),
+                None => {
+                    let slices = st.wbuf.slices();
+                    let offered: usize = slices.iter().map(|s| s.len()).sum();
+                    self.write_gathered(&slices).map(|n| (n, offered))
+                }
+            }
         };
         let (n, offered) = match sent {
             Ok(v) => v,
@@ -956,31 +961,23 @@ impl StreamTransport {
         chunks: impl Iterator<Item = Bound<'py, PyBytes>>,
     ) -> PyResult<bool> {
         let py = slf.py();
-        let corking = {
-            let st = self.state.borrow_mut(py);
+        let mut st = self.state.borrow_mut(py);
+        if st.wbuf.is_empty() {
             // Sockets only: a pipe's writes go out at once, as the few a pipe sees gain little
             // and its writer learns from the write itself that the reader went away.
-            if st.wbuf.is_empty() && self.kind == Kind::Socket {
-                match &st.loop_ {
-                    Some(l) => l.bind(py).get().cork(py, slf),
-                    None => false,
-                }
-            } else {
-                false
-            }
-        };
-        let over = {
-            let mut st = self.state.borrow_mut(py);
-            if st.wbuf.is_empty() && !corking {
+            let corking = self.kind == Kind::Socket
+                && st.loop_.as_ref().is_some_and(|l| l.get().cork(py, slf));
+            if !corking {
                 return Ok(false);
             }
-            st.corked |= corking;
-            for c in chunks {
-                st.wbuf.push(BytesChunk::new(c));
-            }
-            st.wbuf.len() > st.high_water
-        };
-        if !self.state.borrow_mut(py).corked {
+            st.corked = true;
+        }
+        for c in chunks {
+            st.wbuf.push(BytesChunk::new(c));
+        }
+        let (corked, over) = (st.corked, st.wbuf.len() > st.high_water);
+        drop(st);
+        if !corked {
             self.maybe_pause_protocol(py)?;
         } else if over {
             self.uncork(py)?;
