@@ -384,3 +384,66 @@ def test_concurrent_connections_keep_their_own_bytes(loop, server_ctx, client_ct
         await server.wait_closed()
 
     run(loop, main(), timeout=60)
+
+
+def test_a_context_s_own_sslobject_class_does_the_reading_and_writing(loop, ca, client_ctx):
+    """`SSLContext.sslobject_class` is asyncio's way in for a subclass of `ssl.SSLObject`:
+    every record still goes through its methods."""
+    calls = {"read": 0, "write": 0}
+
+    class Counting(ssl.SSLObject):
+        def read(self, *args, **kwargs):
+            calls["read"] += 1
+            return super().read(*args, **kwargs)
+
+        def write(self, data):
+            calls["write"] += 1
+            return super().write(data)
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(ctx)
+    ctx.sslobject_class = Counting
+
+    async def main():
+        server = await loop.create_server(Accepting(), "127.0.0.1", 0, ssl=ctx)
+        host, port = server.sockets[0].getsockname()
+        transport, client = await connect_tls(loop, host, port, client_ctx)
+        for n in range(1, 4):
+            transport.write(b"record")
+            assert await client.received(6 * n) == b"record" * n
+        # The handshake reads too; each echo is at least one read and one write.
+        assert calls["read"] > 3
+        assert calls["write"] >= 3
+        transport.close()
+        await client.lost
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_the_application_transport_takes_what_asyncio_s_takes(loop, server_ctx, client_ctx):
+    async def main():
+        accepting = Accepting()
+        server = await loop.create_server(accepting, "127.0.0.1", 0, ssl=server_ctx)
+        host, port = server.sockets[0].getsockname()
+        transport, client = await connect_tls(loop, host, port, client_ctx)
+        transport.write(b"bytes,")
+        transport.write(bytearray(b"bytearray,"))
+        transport.write(memoryview(b"memoryview,"))
+        transport.write(b"")
+        transport.writelines([b"lines", bytearray(b".")])
+        with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
+            transport.write("text")
+        expected = b"bytes,bytearray,memoryview,lines."
+        assert await client.received(len(expected)) == expected
+        peer = await accepting.next()
+        assert isinstance(peer.transport, asyncio.Transport)
+        assert peer.transport.get_protocol() is peer
+        transport.close()
+        await client.lost
+        await peer.lost
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())

@@ -37,6 +37,26 @@ fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
     err.value(py).is_instance(again_errors(py)?.as_any())
 }
 
+/// `ssl.SSLObject`.
+static SSL_OBJECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// What to call `read`, `write` and `pending` on for a protocol's `_sslobj`: an
+/// `ssl.SSLObject`'s own methods only pass the call on to its `_ssl` object (a Python frame
+/// each), so that object is called directly; a subclass (`SSLContext.sslobject_class`) keeps
+/// its own methods.
+fn ssl_engine<'py>(sslobj: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sslobj.py();
+    let plain = SSL_OBJECT.get_or_try_init(py, || {
+        let ssl = py.import(intern!(py, "ssl"))?;
+        Ok::<_, PyErr>(ssl.getattr(intern!(py, "SSLObject"))?.unbind())
+    })?;
+    if sslobj.get_type().is(plain.bind(py)) {
+        sslobj.getattr(intern!(py, "_sslobj"))
+    } else {
+        Ok(sslobj)
+    }
+}
+
 /// A `MemoryBIO`'s `pending`: the bytes it holds.
 fn pending(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
     obj.getattr(intern!(obj.py(), "pending"))?.extract()
@@ -81,7 +101,7 @@ impl<'py> Wrapped<'py> {
     /// `_do_read__copied`: every record OpenSSL can decrypt now, to `data_received` at once.
     fn read_copied(&self) -> PyResult<()> {
         let py = self.proto.py();
-        let sslobj = self.get(intern!(py, "_sslobj"))?;
+        let sslobj = ssl_engine(self.get(intern!(py, "_sslobj"))?)?;
         let incoming = self.get(intern!(py, "_incoming"))?;
         // `TlsProtocol._read_size`, what its `max_size` property reads.
         let max_size = self.get(intern!(py, "_read_size"))?;
@@ -132,7 +152,7 @@ impl<'py> Wrapped<'py> {
     /// `_do_write`: the backlog through OpenSSL, then out.
     fn do_write(&self) -> PyResult<()> {
         let py = self.proto.py();
-        let sslobj = self.get(intern!(py, "_sslobj"))?;
+        let sslobj = ssl_engine(self.get(intern!(py, "_sslobj"))?)?;
         let backlog = self.get(intern!(py, "_write_backlog"))?;
         while backlog.is_truthy()? {
             let data = backlog.get_item(0)?;
@@ -169,7 +189,7 @@ impl<'py> Wrapped<'py> {
     /// as asyncio queues it.
     fn write_appdata(&self, list_of_data: &Bound<'py, PyAny>) -> PyResult<()> {
         let py = self.proto.py();
-        let sslobj = self.get(intern!(py, "_sslobj"))?;
+        let sslobj = ssl_engine(self.get(intern!(py, "_sslobj"))?)?;
         let backlog = self.get(intern!(py, "_write_backlog"))?;
         let mut queueing = backlog.is_truthy()?;
         for data in list_of_data.try_iter()? {

@@ -1,15 +1,15 @@
-//! TLS for the load generator's connections (`--tls CA.pem`): a rustls client session over a
-//! non-blocking socket, with the `Read`/`Write` a plain connection has, so the same driving
-//! code runs over both. Certificates are checked against the given CA for the name
-//! `localhost`.
+//! TLS over non-blocking sockets, with the `Read`/`Write` a plain connection has, so the same
+//! driving code runs over both: the load generator's client sessions (`--tls CA.pem`, the
+//! certificate checked against that CA for the name `localhost`) and the Rust echo server's
+//! (`--tls-cert`, `--tls-key`), both rustls.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 
 use crate::Duplex;
 
@@ -34,19 +34,47 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A server configuration with the certificate chain and private key in these PEM files.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(config))
+}
+
 /// A TLS session over a connected, non-blocking byte stream.
 pub struct TlsStream {
     sock: Box<dyn Duplex>,
-    conn: ClientConnection,
+    conn: Connection,
 }
 
 impl TlsStream {
-    /// Starts a session for `localhost` over `sock`; the handshake runs as data is written
-    /// and read.
+    /// Starts a client session for `localhost` over `sock`; the handshake runs as data is
+    /// written and read.
     pub fn new(config: &Arc<ClientConfig>, sock: Box<dyn Duplex>) -> io::Result<TlsStream> {
         let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
         let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
-        Ok(TlsStream { sock, conn })
+        Ok(TlsStream {
+            sock,
+            conn: conn.into(),
+        })
+    }
+
+    /// Starts a server session over an accepted `sock`.
+    pub fn server(config: &Arc<ServerConfig>, sock: Box<dyn Duplex>) -> io::Result<TlsStream> {
+        let conn = rustls::ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+        Ok(TlsStream {
+            sock,
+            conn: conn.into(),
+        })
     }
 
     /// Sends what the session has for the peer, until the socket would block.
@@ -62,28 +90,69 @@ impl TlsStream {
     }
 }
 
-impl Read for TlsStream {
+/// The socket, as rustls reads it, noting whether a read came back short (the socket is
+/// drained: an edge-triggered poll reports the next data).
+struct Probe<'a> {
+    sock: &'a mut dyn Duplex,
+    short: bool,
+}
+
+impl Read for Probe<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Read for TlsStream {
+    /// The plain text the peer sent: as much as `buf` takes, and less only once the socket is
+    /// drained (so a short read means the same as on a plain socket).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
         loop {
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            match self.conn.reader().read(&mut buf[filled..]) {
+                // The peer's close_notify.
+                Ok(0) if filled == 0 && !buf.is_empty() => return Ok(0),
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            match self.conn.read_tls(&mut self.sock) {
-                Ok(0) => return Ok(0),
+            if filled == buf.len() {
+                return Ok(filled);
+            }
+            let mut probe = Probe {
+                sock: &mut *self.sock,
+                short: false,
+            };
+            match self.conn.read_tls(&mut probe) {
+                Ok(0) if filled == 0 => return Ok(0),
+                Ok(0) => return Ok(filled),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.flush_tls()?;
-                    return Err(e);
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
                 }
                 Err(e) => return Err(e),
             }
+            let drained = probe.short;
             self.conn
                 .process_new_packets()
                 .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
             // Handshake messages (and any queued data) go out as soon as they can.
             self.flush_tls()?;
+            if drained {
+                match self.conn.reader().read(&mut buf[filled..]) {
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                return if filled > 0 {
+                    Ok(filled)
+                } else {
+                    Err(ErrorKind::WouldBlock.into())
+                };
+            }
         }
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! `echo-server --tcp HOST:PORT | --unix PATH | --udp HOST:PORT` prints the address it listens
 //! on (the actual port when given port 0) as one line on stdout, then echoes until killed.
+//! With `--tls-cert PEM --tls-key PEM`, streams speak TLS (rustls: the same protocol work the
+//! Python servers' OpenSSL does, by another library).
 //! Streams: every byte read is written back before more is read from that connection, and a
 //! read shorter than the buffer drained the socket: the next read waits for epoll to report
 //! new data (the registration is edge-triggered), rather than spending a system call to learn
@@ -14,11 +16,16 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::process::ExitCode;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use loadgen::tls::{server_config, TlsStream};
 use loadgen::{Duplex, Endpoint, Flags};
 use mio::net::{TcpListener, UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 
-const USAGE: &str = "usage: echo-server (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT)";
+const USAGE: &str = "usage: echo-server (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) \
+                     [--tls-cert PEM --tls-key PEM]";
 
 const LISTENER: Token = Token(usize::MAX);
 const BUF: usize = 256 * 1024;
@@ -75,6 +82,8 @@ impl Conn {
         if readable {
             self.drained = false;
         }
+        // What a TLS session could not send before (nothing for a plain socket).
+        self.io.flush()?;
         if self.start < self.pending.len() {
             self.start += write_some(&mut *self.io, &self.pending[self.start..])?;
             if self.start < self.pending.len() {
@@ -108,7 +117,11 @@ impl Conn {
     }
 }
 
-fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
+fn serve_streams(
+    listener: Listener,
+    mut poll: Poll,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
     let mut listener = listener;
     match &mut listener {
         Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
@@ -126,7 +139,7 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 loop {
-                    let mut io = match listener.accept() {
+                    let io = match listener.accept() {
                         Ok(io) => io,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -134,6 +147,10 @@ fn serve_streams(listener: Listener, mut poll: Poll) -> io::Result<()> {
                             eprintln!("echo-server: accept: {e}");
                             break;
                         }
+                    };
+                    let mut io: Box<dyn Duplex> = match &tls {
+                        Some(config) => Box::new(TlsStream::server(config, io)?),
+                        None => io,
                     };
                     let slot = conns.iter().position(Option::is_none).unwrap_or_else(|| {
                         conns.push(None);
@@ -209,19 +226,23 @@ fn announce(address: impl std::fmt::Display) -> io::Result<()> {
     out.flush()
 }
 
-fn run(endpoint: Endpoint) -> io::Result<()> {
+fn run(endpoint: Endpoint, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     let poll = Poll::new()?;
     match endpoint {
         Endpoint::Tcp(addr) => {
             let l = TcpListener::bind(addr)?;
             announce(l.local_addr()?)?;
-            serve_streams(Listener::Tcp(l), poll)
+            serve_streams(Listener::Tcp(l), poll, tls)
         }
         Endpoint::Unix(path) => {
             let l = UnixListener::bind(&path)?;
             announce(path.display())?;
-            serve_streams(Listener::Unix(l), poll)
+            serve_streams(Listener::Unix(l), poll, tls)
         }
+        Endpoint::Udp(_) if tls.is_some() => Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "TLS is for stream sockets",
+        )),
         Endpoint::Udp(addr) => {
             let s = UdpSocket::bind(addr)?;
             announce(s.local_addr()?)?;
@@ -231,16 +252,27 @@ fn run(endpoint: Endpoint) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let endpoint = Flags::parse(std::env::args().skip(1), &["tcp", "unix", "udp"])
-        .and_then(|flags| Endpoint::from_flags(&flags));
-    let endpoint = match endpoint {
-        Ok(e) => e,
+    let known = ["tcp", "unix", "udp", "tls-cert", "tls-key"];
+    let parsed = Flags::parse(std::env::args().skip(1), &known).and_then(|flags| {
+        let endpoint = Endpoint::from_flags(&flags)?;
+        let tls = match (flags.has("tls-cert"), flags.has("tls-key")) {
+            (false, false) => None,
+            (true, true) => Some(server_config(
+                Path::new(flags.str("tls-cert")?),
+                Path::new(flags.str("tls-key")?),
+            )?),
+            _ => return Err("--tls-cert and --tls-key go together".to_string()),
+        };
+        Ok((endpoint, tls))
+    });
+    let (endpoint, tls) = match parsed {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("echo-server: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    match run(endpoint) {
+    match run(endpoint, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo-server: {e}");
