@@ -649,12 +649,20 @@ class FlowPeer(Peer):
         self.flow.append(("resume", self.transport.get_write_buffer_size()))
 
 
+@contextlib.asynccontextmanager
+async def writing_to_a_stalled_peer(loop):
+    """A client transport (its protocol a FlowPeer) whose server-side peer does not read:
+    yields the transport, its protocol and the peer."""
+    async with serving(loop) as (server, accepted):
+        transport, client = await loop.create_connection(FlowPeer, *address(server))
+        peer = await accepted.get()
+        await peer.stop_reading()
+        yield transport, client, peer
+
+
 def test_pause_and_resume_writing_around_the_high_and_low_marks(loop):
     async def main():
-        async with serving(loop) as (server, accepted):
-            transport, client = await loop.create_connection(FlowPeer, *address(server))
-            peer = await accepted.get()
-            await peer.stop_reading()
+        async with writing_to_a_stalled_peer(loop) as (transport, client, peer):
             low, high = transport.get_write_buffer_limits()
             chunk = os.urandom(64 << 10)
             sent = bytearray()
@@ -686,10 +694,7 @@ def test_pause_and_resume_writing_around_the_high_and_low_marks(loop):
 
 def test_no_pause_writing_below_the_high_mark(loop):
     async def main():
-        async with serving(loop) as (server, accepted):
-            transport, client = await loop.create_connection(FlowPeer, *address(server))
-            peer = await accepted.get()
-            await peer.stop_reading()
+        async with writing_to_a_stalled_peer(loop) as (transport, client, peer):
             transport.set_write_buffer_limits(high=1 << 30)
             await fill_until_buffered(transport)
             assert client.flow == []
@@ -771,10 +776,7 @@ def test_a_callback_writing_without_end_is_paused_past_the_high_mark(loop):
     during its writes, with the buffer past the high-water mark, as it would on asyncio."""
 
     async def main():
-        async with serving(loop) as (server, accepted):
-            transport, client = await loop.create_connection(FlowPeer, *address(server))
-            peer = await accepted.get()
-            await peer.stop_reading()
+        async with writing_to_a_stalled_peer(loop) as (transport, client, peer):
             low, high = transport.get_write_buffer_limits()
             chunk = b"y" * 1000
             written = 0
@@ -991,10 +993,7 @@ def test_write_to_a_reset_connection_closes_it(loop):
 
 def test_reset_while_waiting_to_write_reaches_connection_lost(loop):
     async def main():
-        async with serving(loop) as (server, accepted):
-            transport, client = await loop.create_connection(FlowPeer, *address(server))
-            peer = await accepted.get()
-            await peer.stop_reading()
+        async with writing_to_a_stalled_peer(loop) as (transport, client, peer):
             # Only the write side waits on the socket: the reset must wake it.
             transport.pause_reading()
             await fill_until_buffered(transport)

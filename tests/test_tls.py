@@ -9,6 +9,7 @@ Certificates come from ``trustme``: a throwaway CA issuing a server certificate 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import sys
@@ -65,6 +66,22 @@ async def connect_tls(loop, host, port, ctx):
     return await loop.create_connection(
         lambda: Peer(echo=False), host, port, ssl=ctx, server_hostname="localhost"
     )
+
+
+@contextlib.asynccontextmanager
+async def tls_server_and_client(loop, server_ctx, client_ctx, factory=None):
+    """A TLS echo server (`factory`'s protocols, by default `Accepting()`'s) and a client
+    connected to it: yields the client's transport and protocol, and closes both after."""
+    server = await loop.create_server(factory or Accepting(), "127.0.0.1", 0, ssl=server_ctx)
+    host, port = server.sockets[0].getsockname()
+    transport, client = await connect_tls(loop, host, port, client_ctx)
+    try:
+        yield transport, client
+    finally:
+        transport.close()
+        await client.lost
+        server.close()
+        await server.wait_closed()
 
 
 async def never_connected(accepting):
@@ -405,19 +422,13 @@ def test_a_context_s_own_sslobject_class_does_the_reading_and_writing(loop, ca, 
     ctx.sslobject_class = Counting
 
     async def main():
-        server = await loop.create_server(Accepting(), "127.0.0.1", 0, ssl=ctx)
-        host, port = server.sockets[0].getsockname()
-        transport, client = await connect_tls(loop, host, port, client_ctx)
-        for n in range(1, 4):
-            transport.write(b"record")
-            assert await client.received(6 * n) == b"record" * n
+        async with tls_server_and_client(loop, ctx, client_ctx) as (transport, client):
+            for n in range(1, 4):
+                transport.write(b"record")
+                assert await client.received(6 * n) == b"record" * n
         # The handshake reads too; each echo is at least one read and one write.
         assert calls["read"] > 3
         assert calls["write"] >= 3
-        transport.close()
-        await client.lost
-        server.close()
-        await server.wait_closed()
 
     run(loop, main())
 
@@ -425,25 +436,20 @@ def test_a_context_s_own_sslobject_class_does_the_reading_and_writing(loop, ca, 
 def test_the_application_transport_takes_what_asyncio_s_takes(loop, server_ctx, client_ctx):
     async def main():
         accepting = Accepting()
-        server = await loop.create_server(accepting, "127.0.0.1", 0, ssl=server_ctx)
-        host, port = server.sockets[0].getsockname()
-        transport, client = await connect_tls(loop, host, port, client_ctx)
-        transport.write(b"bytes,")
-        transport.write(bytearray(b"bytearray,"))
-        transport.write(memoryview(b"memoryview,"))
-        transport.write(b"")
-        transport.writelines([b"lines", bytearray(b".")])
-        with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
-            transport.write("text")
-        expected = b"bytes,bytearray,memoryview,lines."
-        assert await client.received(len(expected)) == expected
-        peer = await accepting.next()
-        assert isinstance(peer.transport, asyncio.Transport)
-        assert peer.transport.get_protocol() is peer
-        transport.close()
-        await client.lost
+        pair = tls_server_and_client(loop, server_ctx, client_ctx, accepting)
+        async with pair as (transport, client):
+            transport.write(b"bytes,")
+            transport.write(bytearray(b"bytearray,"))
+            transport.write(memoryview(b"memoryview,"))
+            transport.write(b"")
+            transport.writelines([b"lines", bytearray(b".")])
+            with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
+                transport.write("text")
+            expected = b"bytes,bytearray,memoryview,lines."
+            assert await client.received(len(expected)) == expected
+            peer = await accepting.next()
+            assert isinstance(peer.transport, asyncio.Transport)
+            assert peer.transport.get_protocol() is peer
         await peer.lost
-        server.close()
-        await server.wait_closed()
 
     run(loop, main())
