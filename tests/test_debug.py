@@ -84,6 +84,14 @@ def test_set_debug(loop):
     assert loop.get_debug() is False
 
 
+@pytest.mark.parametrize("on, off", [(1, 0), ("yes", ""), ([None], None)], ids=repr)
+def test_set_debug_takes_any_value_by_its_truth(loop, on, off):
+    loop.set_debug(on)
+    assert loop.get_debug()
+    loop.set_debug(off)
+    assert not loop.get_debug()
+
+
 def test_set_debug_enables_coroutine_origin_tracking_while_running(loop):
     before = sys.get_coroutine_origin_tracking_depth()
     loop.set_debug(True)

@@ -262,7 +262,8 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
     # -- debug ------------------------------------------------------------------
 
     def set_debug(self, enabled: bool) -> None:
-        self._set_debug_flag(enabled)
+        # asyncio takes any value and tests its truth (set_debug(1) is common).
+        self._set_debug_flag(bool(enabled))
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
 
