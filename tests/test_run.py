@@ -203,8 +203,11 @@ def test_loops_in_different_threads_run_independently(loop, loop_factory):
 
 def test_close_state_and_idempotence(loop):
     assert not loop.is_closed()
+    # The private attribute libraries read (asyncio's and uvloop's loops have it).
+    assert loop._closed is False
     loop.close()
     assert loop.is_closed()
+    assert loop._closed is True
     loop.close()
     assert loop.is_closed()
 

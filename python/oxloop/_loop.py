@@ -641,6 +641,11 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         return bool(self.get_debug())
 
     @property
+    def _closed(self) -> bool:
+        # asyncio's and uvloop's attribute, which libraries read to skip work on a closed loop.
+        return bool(self.is_closed())
+
+    @property
     def _selector(self) -> SelectorView | None:
         # asyncio's loop drops its selector on close(); pipe transports' reprs look for that.
         return None if self.is_closed() else SelectorView(self)
