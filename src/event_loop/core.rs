@@ -143,7 +143,6 @@ impl LoopCore {
         drop(removed);
     }
 
-    /// Appends a handle to the ready queue.
     /// Holds a transport's writes until the running callback returns; false when no callback
     /// is running (the write goes out at once, as asyncio's does).
     pub(crate) fn cork(&self, py: Python<'_>, transport: &Bound<'_, StreamTransport>) -> bool {
@@ -154,6 +153,7 @@ impl LoopCore {
         st.dispatching
     }
 
+    /// Appends a handle to the ready queue.
     pub(crate) fn push_ready(&self, py: Python<'_>, handle: Py<Handle>) {
         self.state.borrow_mut(py).ready.push_back(handle);
     }

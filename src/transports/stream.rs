@@ -489,23 +489,19 @@ impl StreamTransport {
                     .map(|n| (n, PyBytes::new(py, &buf[..n])))
             })
         };
-        let (n, data) = match got {
-            Ok(v) => v,
-            Err(e) if sys::would_block(&e) => return Ok(()),
-            Err(e) => return self.fatal(py, os_error(e), self.read_error()),
+        let (got, data) = match got {
+            Ok((n, data)) => (Ok(n), Some(data)),
+            Err(e) => (Err(e), None),
         };
-        self.state.borrow_mut(py).large_reads = n >= LARGE_READ;
-        if n == 0 {
-            return self.read_eof(py);
+        if let Ok(n) = got {
+            self.state.borrow_mut(py).large_reads = n >= LARGE_READ;
+            if n >= DEFAULT_PIPE_SIZE {
+                self.enlarge_pipe(py);
+            }
         }
-        if n >= DEFAULT_PIPE_SIZE {
-            self.enlarge_pipe(py);
-        }
-        if n == MAX_READ || self.state.borrow_mut(py).read_closed {
-            // The socket may hold more (or its end): read again next iteration, as a
-            // level-triggered poller would report it again.
-            self.queue_read(py);
-        }
+        let (Some(n), Some(data)) = (self.read_outcome(py, got, MAX_READ)?, data) else {
+            return Ok(());
+        };
         let keep = (n >= LARGE_READ).then(|| data.clone().unbind());
         self.call_protocol(
             py,
@@ -933,7 +929,7 @@ impl StreamTransport {
     fn write_one(slf: &Bound<'_, Self>, data: Bound<'_, PyBytes>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.hold(slf, std::iter::once(data.clone()))? {
+        if Self::hold(slf, std::iter::once(&data))? {
             return Ok(());
         }
         let sent = match this.write_some(data.as_bytes()) {
@@ -955,17 +951,17 @@ impl StreamTransport {
     /// Queues `chunks` unless they are to be written now (`Ok(false)`: nothing is queued and
     /// no callback is running). Held output past the high-water mark goes out at once, so a
     /// callback that writes a lot sees `pause_writing()` as it would with asyncio.
-    fn hold<'py>(
-        &self,
+    fn hold<'a, 'py: 'a>(
         slf: &Bound<'py, Self>,
-        chunks: impl Iterator<Item = Bound<'py, PyBytes>>,
+        chunks: impl Iterator<Item = &'a Bound<'py, PyBytes>>,
     ) -> PyResult<bool> {
         let py = slf.py();
-        let mut st = self.state.borrow_mut(py);
+        let this = slf.get();
+        let mut st = this.state.borrow_mut(py);
         if st.wbuf.is_empty() {
             // Sockets only: a pipe's writes go out at once, as the few a pipe sees gain little
             // and its writer learns from the write itself that the reader went away.
-            let corking = self.kind == Kind::Socket
+            let corking = this.kind == Kind::Socket
                 && st.loop_.as_ref().is_some_and(|l| l.get().cork(py, slf));
             if !corking {
                 return Ok(false);
@@ -973,14 +969,14 @@ impl StreamTransport {
             st.corked = true;
         }
         for c in chunks {
-            st.wbuf.push(BytesChunk::new(c));
+            st.wbuf.push(BytesChunk::new(c.clone()));
         }
         let (corked, over) = (st.corked, st.wbuf.len() > st.high_water);
         drop(st);
         if !corked {
-            self.maybe_pause_protocol(py)?;
+            this.maybe_pause_protocol(py)?;
         } else if over {
-            self.uncork(py)?;
+            this.uncork(py)?;
         }
         Ok(true)
     }
@@ -1226,7 +1222,7 @@ impl StreamTransport {
             chunks.push(this.to_bytes(&item?)?);
         }
         this.check_not_shut(py, "writelines")?;
-        if !this.check_writable(py)? || this.hold(slf, chunks.iter().cloned())? {
+        if !this.check_writable(py)? || Self::hold(slf, chunks.iter())? {
             return Ok(());
         }
         {
