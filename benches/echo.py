@@ -102,7 +102,10 @@ RUST_SERVER = LOADGEN_DIR / "target" / "release" / "echo-server"
 PY_SERVER = ROOT / "benches" / "echo_server.py"
 HTTP_SERVER = ROOT / "benches" / "http_server.py"
 
-LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "rust")
+LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "oxloop-nostats", "rust")
+# oxloop-nostats (oxloop with its statistics off) runs only when named, to measure what the
+# statistics cost: --loops oxloop,oxloop-nostats.
+DEFAULT_LOOPS = ("asyncio", "uvloop", "oxloop", "rust")
 MODES = ("protocol", "streams", "sock", "churn", "tls-churn", "tls", "uvicorn", "aiohttp")
 TRANSPORTS = ("tcp", "unix", "udp")
 SIZES = {
@@ -408,7 +411,7 @@ def available_loops(names: list[str]) -> list[str]:
     for name in (n for n in LOOP_NAMES if n in names):
         if name not in ("asyncio", "rust"):
             try:
-                importlib.import_module(name)
+                importlib.import_module(name.removesuffix("-nostats"))
             except ImportError as exc:
                 print(
                     f"note: {name} is not importable ({exc}); its columns are left out",
@@ -486,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loops",
-        default=",".join(LOOP_NAMES),
+        default=",".join(DEFAULT_LOOPS),
         help="comma-separated servers to compare (default: %(default)s)",
     )
     parser.add_argument(
@@ -632,7 +635,11 @@ def print_table(
     pinned: bool,
 ) -> None:
     title = {"rust": "Rust floor"}
-    ratios = [other for other in ("uvloop", "asyncio") if "oxloop" in loops and other in loops]
+    ratios = [
+        other
+        for other in ("uvloop", "asyncio", "oxloop-nostats")
+        if "oxloop" in loops and other in loops
+    ]
     header = ["mode", "transport", "size"]
     header += [f"{title.get(x, x)} msg/s" for x in loops]
     header += [f"{title.get(x, x)} CPU µs/msg" for x in loops]

@@ -43,7 +43,8 @@ from typing import Any, cast
 
 from benchutil import settle_malloc
 
-LOOPS = ("asyncio", "uvloop", "oxloop")
+# oxloop-nostats: oxloop with its statistics off, to measure what they cost.
+LOOPS = ("asyncio", "uvloop", "oxloop", "oxloop-nostats")
 MODES = ("protocol", "streams", "sock")
 READ_SIZE = 65536
 
@@ -51,10 +52,28 @@ READ_SIZE = 65536
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "asyncio":
         return asyncio.new_event_loop
+    if name == "oxloop-nostats":
+        return _oxloop_without_stats
     factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(name).new_event_loop
     return factory
 
 
+
+
+def check_loop(loop: asyncio.AbstractEventLoop, asked: str, server: str) -> None:
+    """Exits unless `loop` is the loop asked for, so a misconfigured run cannot pass for it."""
+    module = type(loop).__module__.split(".")[0]
+    stats_off = asked.endswith("-nostats")
+    if module != asked.removesuffix("-nostats") or (stats_off and loop.stats_enabled):  # type: ignore[attr-defined]
+        raise SystemExit(f"{server}: asked for {asked}, running on {type(loop)!r}")
+
+
+def _oxloop_without_stats() -> asyncio.AbstractEventLoop:
+    import oxloop
+
+    loop = oxloop.new_event_loop()
+    loop.stats_enabled = False
+    return loop
 
 
 def run(main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
@@ -169,10 +188,7 @@ def listening_socket(args: argparse.Namespace) -> socket.socket:
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    module = type(loop).__module__.split(".")[0]
-    expected = "asyncio" if args.loop == "asyncio" else args.loop
-    if module != expected:
-        raise SystemExit(f"echo_server: asked for {args.loop}, running on {type(loop)!r}")
+    check_loop(loop, args.loop, "echo_server")
 
     stop = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from benchutil import settle_malloc
-from echo_server import LOOPS, format_address, host_port, loop_factory, run
+from echo_server import LOOPS, check_loop, format_address, host_port, loop_factory, run
 
 BODY = b"Hello, world!"
 
@@ -39,9 +39,7 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    module = type(loop).__module__.split(".")[0]
-    if module != args.loop:
-        raise SystemExit(f"http_server: asked for {args.loop}, running on {type(loop)!r}")
+    check_loop(loop, args.loop, "http_server")
     stop = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))

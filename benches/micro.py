@@ -74,7 +74,10 @@ from typing import Any
 
 from benchutil import print_markdown
 
-LOOP_NAMES = ("asyncio", "uvloop", "oxloop")
+LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "oxloop-nostats")
+# What runs unless --loops says otherwise; oxloop-nostats (oxloop with `stats_enabled` off)
+# is asked for by name, to measure what the statistics cost: --loops oxloop,oxloop-nostats.
+DEFAULT_LOOPS = ("asyncio", "uvloop", "oxloop")
 
 # Leave the cyclic GC enabled during the timed part (--gc).
 KEEP_GC = False
@@ -265,6 +268,9 @@ def loop_factories(names: list[str]) -> dict[str, Callable[[], asyncio.AbstractE
         if name == "asyncio":
             factories[name] = asyncio.new_event_loop
             continue
+        if name == "oxloop-nostats":
+            factories[name] = _oxloop_without_stats
+            continue
         try:
             mod = importlib.import_module(name)
         except ImportError as exc:
@@ -274,6 +280,14 @@ def loop_factories(names: list[str]) -> dict[str, Callable[[], asyncio.AbstractE
             continue
         factories[name] = mod.new_event_loop
     return factories
+
+
+def _oxloop_without_stats() -> asyncio.AbstractEventLoop:
+    import oxloop
+
+    loop = oxloop.new_event_loop()
+    loop.stats_enabled = False
+    return loop
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -365,6 +379,8 @@ def callgrind_main(args: argparse.Namespace, loops: list[str], selected: list[st
         header.append("uvloop / oxloop")
     if "oxloop" in loops and "asyncio" in loops:
         header.append("asyncio / oxloop")
+    if "oxloop" in loops and "oxloop-nostats" in loops:
+        header.append("stats cost")
     table = []
     for wname, per_loop in rows.items():
         row = [WORKLOADS[wname][2]]
@@ -373,6 +389,8 @@ def callgrind_main(args: argparse.Namespace, loops: list[str], selected: list[st
             row.append(fmt_ratio(per_loop["uvloop"], per_loop["oxloop"]))
         if "oxloop" in loops and "asyncio" in loops:
             row.append(fmt_ratio(per_loop["asyncio"], per_loop["oxloop"]))
+        if "oxloop" in loops and "oxloop-nostats" in loops:
+            row.append(fmt_cost(per_loop["oxloop"], per_loop["oxloop-nostats"]))
         table.append(row)
     print("\nRatios > 1 mean oxloop executes fewer instructions per operation.\n")
     print_markdown(header, table)
@@ -393,13 +411,20 @@ def fmt_ratio(other: float | None, ours: float | None) -> str:
     return f"{other / ours:.2f}x"
 
 
+def fmt_cost(with_stats: float | None, without: float | None) -> str:
+    """What the statistics add: oxloop's figure over oxloop-nostats', as a percentage."""
+    if with_stats is None or without is None or without <= 0:
+        return "-"
+    return f"{(with_stats / without - 1) * 100:+.1f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Micro-benchmarks: asyncio vs uvloop vs oxloop (median of N rounds).",
     )
     parser.add_argument(
         "--loops",
-        default=",".join(LOOP_NAMES),
+        default=",".join(DEFAULT_LOOPS),
         help="comma-separated loops to compare (default: %(default)s)",
     )
     parser.add_argument(
@@ -521,6 +546,9 @@ def print_table(
         header.append("oxloop vs uvloop")
     if have_ox and have_aio:
         header.append("oxloop vs asyncio")
+    have_nostats = have_ox and "oxloop-nostats" in loops
+    if have_nostats:
+        header.append("stats cost")
     rows: list[list[str]] = []
     for wname, cells in results.items():
         fn, full_n, label = WORKLOADS[wname]
@@ -534,6 +562,8 @@ def print_table(
             row.append(fmt_ratio(med["uvloop"], med["oxloop"]))
         if have_ox and have_aio:
             row.append(fmt_ratio(med["asyncio"], med["oxloop"]))
+        if have_nostats:
+            row.append(fmt_cost(med["oxloop"], med["oxloop-nostats"]))
         rows.append(row)
 
     gc_note = "GC enabled" if KEEP_GC else "GC disabled while timing"

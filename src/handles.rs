@@ -126,6 +126,15 @@ impl Handle {
         })
     }
 
+    /// The callback, unless the handle was cancelled.
+    pub fn callback<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .callback
+            .as_ref()
+            .map(|c| c.bind(py).clone())
+    }
+
     /// Whether `cancel()` was called.
     pub fn is_cancelled(&self, py: Python<'_>) -> bool {
         self.state.borrow_mut(py).cancelled

@@ -1,6 +1,6 @@
 //! oxloop: a drop-in asyncio event loop for CPython, written in Rust.
 //!
-//! The pure-Rust core ([`timers`], [`reactor`], [`signals`], [`buffers`],
+//! The pure-Rust core ([`timers`], [`reactor`], [`signals`], [`buffers`], [`stats`], [`ready`],
 //! `transports::sys`) knows nothing of Python and is
 //! tested with `cargo test`; [`handles`], [`event_loop`] and [`transports`] are the PyO3 face
 //! over it, and
@@ -13,7 +13,9 @@ pub mod executor;
 pub mod handles;
 pub mod py;
 pub mod reactor;
+pub mod ready;
 pub mod signals;
+pub mod stats;
 pub mod timers;
 pub mod transports;
 

@@ -169,18 +169,24 @@ impl<T> TimerHeap<T> {
 
     /// Removes and returns the earliest live timer if its deadline is `<= now`.
     pub fn pop_due(&mut self, now: f64) -> Option<T> {
+        self.pop_due_with_deadline(now).map(|(_, payload)| payload)
+    }
+
+    /// [`TimerHeap::pop_due`], with the timer's deadline.
+    pub fn pop_due_with_deadline(&mut self, now: f64) -> Option<(f64, T)> {
         self.drop_dead_top();
         let top = self.heap.peek()?;
         if top.when > now {
             return None;
         }
         let entry = self.heap.pop()?;
+        let when = entry.when;
         let payload = self.take_slot(entry);
         debug_assert!(
             payload.is_some(),
             "drop_dead_top leaves a live entry on top"
         );
-        payload
+        payload.map(|p| (when, p))
     }
 
     /// The live payloads, in no particular order.
@@ -300,7 +306,7 @@ mod tests {
         let mut h = TimerHeap::new();
         h.push(1.0, 1);
         assert_eq!(h.pop_due(0.999_999), None);
-        assert_eq!(h.pop_due(1.0), Some(1));
+        assert_eq!(h.pop_due_with_deadline(1.0), Some((1.0, 1)));
     }
 
     #[test]

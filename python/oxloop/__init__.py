@@ -13,10 +13,29 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar, cast
 
+from oxloop import metrics
 from oxloop._loop import Loop
 from oxloop._oxloop import Handle, TimerHandle
+from oxloop._stats import Lag, LoopStats, SlowCallback, stats
+from oxloop._tasks import Frame, TaskNode, format_tree, task_tree
 
-__all__ = ["EventLoopPolicy", "Handle", "Loop", "TimerHandle", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Frame",
+    "Handle",
+    "Lag",
+    "Loop",
+    "LoopStats",
+    "SlowCallback",
+    "TaskNode",
+    "TimerHandle",
+    "format_tree",
+    "metrics",
+    "new_event_loop",
+    "run",
+    "stats",
+    "task_tree",
+]
 
 _T = TypeVar("_T")
 

@@ -7,6 +7,7 @@ plumbing, written once here so that their output matches asyncio's word for word
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
@@ -112,9 +113,12 @@ def create_task(
         source_traceback = getattr(task, "_source_traceback", None)
         if source_traceback:
             del source_traceback[-1]
+        loop._mark_created(task)
         return task
     task = factory(loop, coro, **extra)
     set_task_name(task, name)
+    if isinstance(task, asyncio.Task):
+        loop._mark_created(task)
     return task
 
 
@@ -136,3 +140,38 @@ def log_send_after_close() -> None:
 def log_pipe_write_after_close() -> None:
     """A write pipe transport was written to after it closed, repeatedly."""
     unix_logger().warning("pipe closed by peer or os.write(pipe, data) raised exception.")
+
+
+def describe_callback(handle: Any) -> str:
+    """What a slow callback ran, for `loop.stats()`: a task's step names the task and where
+    its coroutine is suspended now; a transport's callback names its protocol."""
+    callback = handle._callback
+    try:
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro"):
+            from oxloop._tasks import describe_task
+
+            return describe_task(owner)
+        name = callable_name(callback)
+        get_protocol = getattr(owner, "get_protocol", None)
+        if callable(get_protocol):
+            name = f"{name} of {type(get_protocol()).__qualname__}"
+        return name
+    except Exception:
+        # What a callable says of itself is its own code, which may fail: the statistics
+        # then name its type.
+        return type(callback).__qualname__
+
+
+def callable_name(callback: Any) -> str:
+    """`module.qualname` of a callable (of what a `functools.partial` wraps), with the file
+    and line of its code where it has some."""
+    while isinstance(callback, functools.partial):
+        callback = callback.func
+    qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    module = getattr(callback, "__module__", None)
+    name = f"{module}.{qualname}" if module and module != "builtins" else qualname
+    code = getattr(getattr(callback, "__func__", callback), "__code__", None)
+    if code is not None:
+        name = f"{name} at {code.co_filename}:{code.co_firstlineno}"
+    return name

@@ -31,6 +31,7 @@ from asyncio import (
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from oxloop import _stats
 from oxloop._helpers import base_logger, unix_logger
 from oxloop._network import NetworkMethods, SelectorView
 from oxloop._oxloop import (
@@ -42,6 +43,7 @@ from oxloop._oxloop import (
     sock_send_now,
 )
 from oxloop._process import ChildWatcher
+from oxloop._stats import LoopStats
 from oxloop._transports import (
     DatagramTransport,
     SocketTransport,
@@ -154,6 +156,9 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         self._transports = TransportTable(self._native_transport)
         self._unix_server_sockets: dict[socket.socket, int] = {}
         self._child_watcher: ChildWatcher | None = None
+        # Servers this loop has served, for `stats()`; a closed one drops out on its own.
+        self._servers: weakref.WeakSet[Any] = weakref.WeakSet()
+        _stats.register(self)
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
@@ -726,6 +731,8 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         backlog: int = 100,
         *timeouts: Any,
     ) -> None:
+        if server is not None:
+            self._servers.add(server)
         # TCP and Unix listeners accept natively; others keep asyncio's path.
         if sock.family not in _NATIVE_ACCEPT_FAMILIES:
             super()._start_serving(  # type: ignore[misc]
@@ -740,6 +747,13 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
             self, protocol_factory, sock, sslcontext, server, backlog, ssl_timeouts, serve_again
         )
         self._add_reader(sock.fileno(), acceptor)
+
+    def stats(self) -> LoopStats:
+        """A snapshot of what the loop counts about itself (see `oxloop.LoopStats`)."""
+        return _stats.snapshot(self)
+
+    def _children_count(self) -> int:
+        return 0 if self._child_watcher is None else len(self._child_watcher)
 
     def _make_socket_transport(
         self,

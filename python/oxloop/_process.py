@@ -48,6 +48,12 @@ class ChildWatcher:
         # and the callback with its arguments.
         self._pidfds: dict[int, tuple[int, int, Callable[..., object], tuple[Any, ...]]] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
+        # Children waited for by a thread each (without pidfds).
+        self._threads: set[int] = set()
+
+    def __len__(self) -> int:
+        """How many children are still waited for."""
+        return len(self._pidfds) + len(self._threads)
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
         if self._use_pidfd:
@@ -60,6 +66,7 @@ class ChildWatcher:
                 self._loop._add_reader(pidfd, self._pidfd_ready, pid)
                 self._pidfds[pid] = (pidfd, os.getpid(), callback, args)
                 return
+        self._threads.add(pid)
         self._start_thread(pid, self._waitpid, pid, callback, args)
 
     @staticmethod
@@ -81,6 +88,7 @@ class ChildWatcher:
 
     def _waitpid(self, pid: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
         returncode = _exit_status(pid)
+        self._threads.discard(pid)
         if self._loop.is_closed():
             self._orphaned(pid)
         else:

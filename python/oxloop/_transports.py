@@ -83,6 +83,10 @@ class TransportTable:
         if self._native(fd) is not transport:
             self._others[fd] = transport
 
+    def other_count(self) -> int:
+        """How many transports are kept here rather than in the loop's native table."""
+        return len(self._others)
+
     def __delitem__(self, fd: int) -> None:
         # asyncio's sendfile takes a native transport out while the socket is lent to
         # sock_sendfile; the transport has left the loop's table then (suspend_reactor).

@@ -16,7 +16,9 @@ use crate::errors::{loop_closed, os_error, poisoned};
 use crate::handles::{Handle, TimerHandle};
 use crate::py::{self, GilCell};
 use crate::reactor::{self, IoEvent, Poller, Registrar};
+use crate::ready::ReadyQueue;
 use crate::signals::SignalSocket;
+use crate::stats::{clock, Stats};
 use crate::timers::{self, TimerHeap, TimerId};
 use crate::transports::StreamTransport;
 
@@ -36,7 +38,7 @@ pub(super) struct PollState {
 /// Everything else, guarded by the GIL.
 pub(super) struct State {
     /// Callbacks to run in the next iteration, in order.
-    pub(super) ready: VecDeque<Py<Handle>>,
+    pub(super) ready: ReadyQueue<Py<Handle>>,
     /// Handles scheduled for later.
     pub(super) timers: TimerHeap<Py<TimerHandle>>,
     /// Interest registrations; `None` once the loop is closed.
@@ -72,6 +74,9 @@ pub(super) struct State {
     pub(super) dispatching: bool,
     /// Transports holding writes of the running callback (see `StreamTransport::uncork`).
     pub(super) corked: VecDeque<Py<StreamTransport>>,
+    /// What the loop counts about itself (`loop.stats()`); the slowest callbacks are kept
+    /// with their description and the wall-clock time they ended.
+    pub(super) stats: Stats<(Py<PyAny>, f64)>,
 }
 
 /// The native part of the event loop.
@@ -137,6 +142,31 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Sets `attr` of `task` to the clock's reading, if the loop keeps statistics. A task
+    /// type that takes no attributes is left unmarked.
+    pub(super) fn mark_task(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, PyAny>,
+        attr: &Bound<'_, pyo3::types::PyString>,
+    ) {
+        let now = {
+            let st = self.state.borrow_mut(py);
+            if !st.stats.enabled {
+                return;
+            }
+            // The loop's last reading, while it runs: the start of the running callback, or
+            // the end of its step, so that no clock is read for it.
+            if st.thread_id.is_some() {
+                st.stats.mark
+            } else {
+                clock::now()
+            }
+        };
+        // A task type without an instance dictionary has no age to show.
+        let _ = task.setattr(attr, now);
+    }
+
     /// Takes a timer out of the heap (called by `TimerHandle.cancel`).
     pub fn cancel_timer(&self, py: Python<'_>, id: TimerId) {
         let removed = self.state.borrow_mut(py).timers.cancel(id);
@@ -165,12 +195,19 @@ impl LoopCore {
     /// (one that someone else also holds) can only keep objects alive a little longer. When
     /// `run_forever` returns, handles left in the queue that are held elsewhere are tracked
     /// again, so a loop dropped without `close()` is still collected.
-    pub(super) fn push_ready_hidden(&self, py: Python<'_>, handle: &Py<Handle>) {
+    ///
+    /// `elsewhere`: queued from another thread, maybe while the loop waits, so the time the
+    /// loop last read is no measure of when it became due.
+    pub(super) fn push_ready_hidden(&self, py: Python<'_>, handle: &Py<Handle>, elsewhere: bool) {
         let mut st = self.state.borrow_mut(py);
         if st.thread_id.is_some() {
             py::gc_untrack(handle.bind(py).as_any());
         }
-        st.ready.push_back(handle.clone_ref(py));
+        if elsewhere && st.ready.now != 0 {
+            st.ready.push_due(handle.clone_ref(py), clock::now());
+        } else {
+            st.ready.push_back(handle.clone_ref(py));
+        }
     }
 
     /// Puts back under the collector the queued handles that something besides the queue
@@ -345,7 +382,7 @@ impl LoopCore {
             this.debug_checks(py, &callback, method, !threadsafe)?;
         }
         let handle = Self::new_handle(slf, callback, args, context, debug)?;
-        this.push_ready_hidden(py, &handle);
+        this.push_ready_hidden(py, &handle, threadsafe);
         if threadsafe {
             this.wake()?;
         }
@@ -398,7 +435,7 @@ impl LoopCore {
 }
 
 /// Lets go of queued handles, handing any that someone else still holds back to the collector.
-fn release_handles(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<TimerHandle>>) {
+fn release_handles(py: Python<'_>, ready: Vec<Py<Handle>>, timers: Vec<Py<TimerHandle>>) {
     for h in ready {
         py::gc_track_if_shared(h.bind(py).as_any());
     }
@@ -420,7 +457,7 @@ impl LoopCore {
         let waker = registrar.waker();
         Ok(LoopCore {
             state: GilCell::new(State {
-                ready: VecDeque::new(),
+                ready: ReadyQueue::default(),
                 timers: TimerHeap::new(),
                 registrar: Some(registrar),
                 readers: HashMap::new(),
@@ -437,6 +474,7 @@ impl LoopCore {
                 sources: Vec::new(),
                 dispatching: false,
                 corked: VecDeque::new(),
+                stats: Stats::new(std::env::var_os("OXLOOP_STATS").map_or(true, |v| v != "0")),
             }),
             poll: Mutex::new(Some(PollState {
                 poller,
@@ -481,7 +519,7 @@ impl LoopCore {
                 return;
             };
             (
-                std::mem::take(&mut st.ready),
+                st.ready.take_all(),
                 st.timers.drain(),
                 (
                     std::mem::take(&mut st.readers),
@@ -611,14 +649,38 @@ impl LoopCore {
         static KW_BOTH: py::KwNames = py::KwNames::new(&["loop", "name", "context"]);
         let task = py::task_type(py)?;
         let this_loop = slf.as_any();
-        match (&name, &context) {
+        let task = match (&name, &context) {
             (None, None) => py::vectorcall(task, &[&coro], &[this_loop], KW_LOOP.get(py)?),
             (Some(n), None) => py::vectorcall(task, &[&coro], &[this_loop, n], KW_NAME.get(py)?),
             (None, Some(c)) => py::vectorcall(task, &[&coro], &[this_loop, c], KW_CONTEXT.get(py)?),
             (Some(n), Some(c)) => {
                 py::vectorcall(task, &[&coro], &[this_loop, n, c], KW_BOTH.get(py)?)
             }
+        }?;
+        this.mark_task(py, &task, pyo3::intern!(py, "_oxloop_created"));
+        Ok(task)
+    }
+
+    /// Marks a task the loop made with when (`oxloop.task_tree()` tells its age).
+    #[pyo3(name = "_mark_created")]
+    fn mark_created(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
+        self.mark_task(py, task, pyo3::intern!(py, "_oxloop_created"));
+    }
+
+    /// The clock `oxloop.task_tree()` reads the tasks' marks with: now, ticks per second, and
+    /// since when task steps are marked. The first call starts marking them.
+    fn _task_clock(&self, py: Python<'_>) -> (u64, f64, u64) {
+        let mut st = self.state.borrow_mut(py);
+        let now = clock::now();
+        if st.stats.watching_tasks == 0 && st.stats.enabled {
+            st.stats.watching_tasks = now;
         }
+        let since = if st.stats.watching_tasks == 0 {
+            now
+        } else {
+            st.stats.watching_tasks
+        };
+        (now, st.stats.refresh_rate(), since)
     }
 
     fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -696,6 +758,87 @@ impl LoopCore {
         self.state.borrow_mut(py).stopping
     }
 
+    /// The statistics' raw snapshot, for `Loop.stats()`: times in seconds.
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // Read out whole before any Python object is made: making one can run a collection,
+        // and a finaliser it runs may use the loop.
+        let (counts, times, lag, buckets, slowest) = {
+            let mut st = self.state.borrow_mut(py);
+            let st = &mut *st;
+            let rate = st.stats.refresh_rate();
+            let secs = |t: u64| t as f64 / rate;
+            let s = &st.stats;
+            let counts = [
+                ("iterations", s.iterations),
+                ("callbacks", s.callbacks),
+                ("io_events", s.io_events),
+                ("timers_fired", s.timers_fired),
+                ("lag_count", s.lag.count()),
+                ("ready", st.ready.len() as u64),
+                ("timers", st.timers.len() as u64),
+                ("readers", st.readers.len() as u64),
+                ("writers", st.writers.len() as u64),
+                (
+                    "native_transports",
+                    st.sources.iter().flatten().count() as u64,
+                ),
+            ];
+            let times = [
+                ("uptime", secs(clock::now().saturating_sub(s.created))),
+                ("poll_time", secs(s.poll_ticks)),
+                ("callback_time", secs(s.callback_ticks)),
+            ];
+            let lag = [
+                ("lag_sum", secs(s.lag.sum())),
+                ("lag_p50", secs(s.lag.quantile(0.5))),
+                ("lag_p99", secs(s.lag.quantile(0.99))),
+                ("lag_max", secs(s.lag.max())),
+            ];
+            let buckets: Vec<(f64, u64)> = s
+                .lag
+                .buckets()
+                .into_iter()
+                .map(|(upper, n)| (secs(upper), n))
+                .collect();
+            let slowest: Vec<(f64, Py<PyAny>, f64)> = s
+                .slowest
+                .entries()
+                .iter()
+                .map(|(took, (what, at))| (secs(*took), what.clone_ref(py), *at))
+                .collect();
+            (counts, times, lag, buckets, slowest)
+        };
+        let out = PyDict::new(py);
+        out.set_item("enabled", self.state.borrow_mut(py).stats.enabled)?;
+        for (k, v) in counts {
+            out.set_item(k, v)?;
+        }
+        for (k, v) in times.into_iter().chain(lag) {
+            out.set_item(k, v)?;
+        }
+        out.set_item("lag_buckets", buckets)?;
+        out.set_item("slowest", slowest)?;
+        Ok(out)
+    }
+
+    /// Whether the loop keeps its statistics.
+    #[getter]
+    fn get_stats_enabled(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).stats.enabled
+    }
+
+    #[setter]
+    fn set_stats_enabled(&self, py: Python<'_>, enabled: bool) {
+        let mut st = self.state.borrow_mut(py);
+        if enabled && !st.stats.enabled {
+            st.stats.skip();
+        }
+        if !enabled {
+            st.ready.now = 0;
+        }
+        st.stats.enabled = enabled;
+    }
+
     /// Number of callbacks waiting for the next iteration.
     #[getter]
     fn _ready_count(&self, py: Python<'_>) -> usize {
@@ -743,7 +886,7 @@ impl LoopCore {
             let mut st = self.state.borrow_mut(py);
             st.closed = true;
             (
-                std::mem::take(&mut st.ready),
+                st.ready.take_all(),
                 st.timers.drain(),
                 std::mem::take(&mut st.readers),
                 std::mem::take(&mut st.writers),

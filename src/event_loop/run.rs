@@ -31,6 +31,10 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             ));
         }
         st.thread_id = Some(py::thread_ident(py));
+        // The time the loop was not running is neither waiting nor running callbacks.
+        if st.stats.enabled {
+            st.stats.skip();
+        }
     }
     let custom_iteration = this.state.borrow_mut(py).run_once_override;
     let result = loop {
@@ -48,11 +52,21 @@ pub(super) fn run_forever(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     };
     {
         let mut st = this.state.borrow_mut(py);
+        if st.stats.span_open() {
+            st.stats.close_span();
+        }
         st.stopping = false;
         st.thread_id = None;
+        // Callbacks queued while the loop is not running are due whenever it next runs.
+        st.ready.now = 0;
     }
     this.track_shared_ready(py);
     result
+}
+
+/// Ends the span of callbacks not counted yet before a wait (see `Stats::before_wait`).
+fn close_open_span(this: &LoopCore, py: Python<'_>) {
+    this.state.borrow_mut(py).stats.before_wait();
 }
 
 /// How long the next wait may last: not at all if anything is ready or the loop is stopping,
@@ -87,6 +101,8 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyRe
     if blocking {
         // A signal that arrived while callbacks ran must not wait for the poller's timeout.
         py.check_signals()?;
+        // Callbacks not counted yet are callback time, not waiting.
+        close_open_span(this, py);
     }
 
     let mut guard = this.poll.lock().map_err(|_| poisoned())?;
@@ -110,6 +126,12 @@ pub(super) fn run_once(slf: &Bound<'_, LoopCore>, max_wait: Option<f64>) -> PyRe
     let mut signals = std::mem::take(&mut state.signals);
     drop(guard);
 
+    {
+        let mut st = this.state.borrow_mut(py);
+        if st.stats.enabled {
+            st.ready.now = st.stats.polled(events.len(), blocking);
+        }
+    }
     let outcome = process_events(slf, &events, &mut signals);
     if let Ok(mut guard) = this.poll.lock() {
         if let Some(state) = guard.as_mut() {
@@ -204,10 +226,19 @@ fn queue_due_timers(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let now = LoopCore::now(slf)?;
     let mut st = slf.get().state.borrow_mut(py);
     let st = &mut *st;
-    while let Some(timer) = st.timers.pop_due(now) {
+    // A timer was due at its deadline, which the loop's clock places `now - when` before the
+    // last reading; a subclass's own clock has no such relation to it.
+    let timed = st.stats.enabled && st.ready.now != 0 && !st.clock_override;
+    while let Some((when, timer)) = st.timers.pop_due_with_deadline(now) {
         timer.get().set_timer(py, None);
         let handle: Py<Handle> = timer.into_bound(py).into_super().unbind();
-        st.ready.push_back(handle);
+        st.stats.timers_fired += 1;
+        if timed {
+            let due = st.stats.before(st.ready.now, now - when);
+            st.ready.push_due(handle, due);
+        } else {
+            st.ready.push_back(handle);
+        }
     }
     Ok(())
 }
@@ -215,37 +246,68 @@ fn queue_due_timers(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
-    let (ntodo, debug) = {
+    let (ntodo, debug, stats) = {
         let mut st = this.state.borrow_mut(py);
         st.dispatching = true;
-        (st.ready.len(), st.debug)
+        (st.ready.len(), st.debug, st.stats.enabled)
     };
-    let result = run_callbacks(slf, ntodo, debug);
+    let result = run_callbacks(slf, ntodo, debug, stats);
     this.state.borrow_mut(py).dispatching = false;
     result
 }
 
-fn run_callbacks(slf: &Bound<'_, LoopCore>, ntodo: usize, debug: bool) -> PyResult<()> {
+fn run_callbacks(
+    slf: &Bound<'_, LoopCore>,
+    ntodo: usize,
+    debug: bool,
+    stats: bool,
+) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     let mut left = ntodo;
+    // The callback that ran last, until it is counted (after what it wrote is sent).
+    let mut done: Option<(Bound<'_, Handle>, u64)> = None;
     loop {
-        // One look at the state between callbacks: what the last one wrote goes out first.
-        let handle = {
+        // Dropped when this turn ends, after the state's borrow: releasing the last
+        // reference to a handle may run any `__del__`.
+        let finished = done.take();
+        // One look at the state between callbacks: what the last one wrote goes out first,
+        // then it is counted, then the next is taken.
+        let (handle, due) = {
             let mut st = this.state.borrow_mut(py);
-            if let Some(transport) = st.corked.pop_front() {
+            if !st.corked.is_empty() {
                 drop(st);
-                if let Err(e) = transport.get().uncork(py) {
-                    return Err(flush_corked_after(slf, e));
-                }
+                done = finished;
+                uncork_all(slf)?;
                 continue;
+            }
+            if let Some((handle, due)) = &finished {
+                let mut closed = st.stats.ran(*due);
+                if closed.is_none() && st.ready.is_empty() {
+                    // The loop is about to wait: the span ends here, while the callback that
+                    // ended it can still be named. (Before an iteration that cannot wait the
+                    // span stays open, so a flood of tiny callbacks costs no reading each.)
+                    closed = Some(st.stats.close_span());
+                }
+                if closed.is_some() {
+                    st.ready.now = st.stats.mark;
+                }
+                let watching = st.stats.watching_tasks != 0;
+                let slow = closed.filter(|&(took, n)| {
+                    st.stats.slowest.admits(took) && (n == 1 || is_stall(&mut st.stats, took))
+                });
+                if slow.is_some() || watching {
+                    drop(st);
+                    look_closer(slf, handle, slow, watching);
+                    continue;
+                }
             }
             if left == 0 {
                 return Ok(());
             }
             left -= 1;
             match st.ready.pop_front() {
-                Some(h) => h.into_bound(py),
+                Some((h, due)) => (h.into_bound(py), due),
                 None => return Ok(()),
             }
         };
@@ -262,6 +324,103 @@ fn run_callbacks(slf: &Bound<'_, LoopCore>, ntodo: usize, debug: bool) -> PyResu
         if let Err(e) = result {
             return Err(flush_corked_after(slf, e));
         }
+        if stats {
+            done = Some((handle, due));
+        }
+    }
+}
+
+/// A span of several tiny callbacks took long enough that one of them must have stalled the
+/// loop (a millisecond, where each took under `CHEAP_CALLBACK` before).
+fn is_stall(stats: &mut crate::stats::Stats<(Py<PyAny>, f64)>, took: u64) -> bool {
+    took as f64 >= stats.rate() * 1e-3
+}
+
+/// Sends what the callbacks that just ran wrote.
+fn uncork_all(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    loop {
+        let Some(transport) = slf.get().state.borrow_mut(py).corked.pop_front() else {
+            return Ok(());
+        };
+        if let Err(e) = transport.get().uncork(py) {
+            return Err(flush_corked_after(slf, e));
+        }
+    }
+}
+
+/// What a counted callback needs besides its counts: the end of its step marked on its task
+/// while the loop watches tasks; a description if its span (`took`, holding `count`
+/// callbacks) is among the slowest, made now while what it ran is at hand. A span of several
+/// is named as such: which of them stalled is not known.
+fn look_closer(
+    slf: &Bound<'_, LoopCore>,
+    handle: &Bound<'_, Handle>,
+    slow: Option<(u64, u32)>,
+    watching: bool,
+) {
+    let py = slf.py();
+    if watching {
+        mark_task_step(slf, handle);
+    }
+    let Some((took, count)) = slow else {
+        return;
+    };
+    if count > 1 {
+        let what = format!(
+            "one of {count} callbacks timed together, the last {}",
+            describe(handle)
+        );
+        keep_slow(
+            slf,
+            took,
+            pyo3::types::PyString::new(py, &what).into_any().unbind(),
+        );
+        return;
+    }
+    keep_slow(slf, took, describe(handle));
+}
+
+/// `describe_callback(handle)`: what a slow callback ran.
+fn describe(handle: &Bound<'_, Handle>) -> Py<PyAny> {
+    let py = handle.py();
+    match py::call_helper(py, "describe_callback", (handle,)) {
+        Ok(what) => what.unbind(),
+        // The statistics must never disturb the program: a callback that cannot be described
+        // is kept as unknown.
+        Err(e) => {
+            e.write_unraisable(py, Some(handle.as_any()));
+            pyo3::intern!(py, "?").clone().into_any().unbind()
+        }
+    }
+}
+
+/// Keeps `what`, which took `took` ticks, among the slowest, with the time it ended.
+fn keep_slow(slf: &Bound<'_, LoopCore>, took: u64, what: Py<PyAny>) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    slf.get()
+        .state
+        .borrow_mut(slf.py())
+        .stats
+        .slowest
+        .insert(took, (what, at));
+}
+
+/// Marks the end of a task's step on the task (`oxloop.task_tree()` tells how long each task
+/// has been idle from these).
+fn mark_task_step(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) {
+    let py = slf.py();
+    let Some(callback) = handle.get().callback(py) else {
+        return;
+    };
+    let Ok(Some(owner)) = callback.getattr_opt(pyo3::intern!(py, "__self__")) else {
+        return;
+    };
+    if py::task_type(py).is_ok_and(|t| owner.is_instance(t).unwrap_or(false)) {
+        slf.get()
+            .mark_task(py, &owner, pyo3::intern!(py, "_oxloop_ran"));
     }
 }
 

@@ -434,8 +434,14 @@ mod tests {
         r.set(a.as_raw_fd(), READ).expect("watch a");
         r.register_source(c.as_raw_fd(), source)
             .expect("register c");
-        r.set(e.as_raw_fd(), READ).expect("watch e");
-        let gone = e.as_raw_fd();
+        // A number above those the other tests' threads take (the lowest free), so that
+        // none of them opens a file under it once it is closed.
+        // SAFETY: F_DUPFD takes an int; the new descriptor is closed below.
+        let gone = unsafe { libc::fcntl(e.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1000) };
+        assert!(gone >= 1000);
+        r.set(gone, READ).expect("watch e");
+        // SAFETY: `gone` is this test's own descriptor, closed once.
+        unsafe { libc::close(gone) };
         drop(e);
         let old_waker = r.waker();
         let mut new = r.rebuild([(c.as_raw_fd(), source)]).expect("rebuild");
@@ -477,7 +483,11 @@ mod tests {
         // Before the fix the rebuild failed with EEXIST on the number the waker took.
         let mut new = r.rebuild([]).expect("rebuild");
         for fd in [new.poll.as_raw_fd(), r.registry.as_raw_fd()] {
-            assert_eq!(r.interests(fd), 0, "the new instance's own fd {fd} is not watched");
+            assert_eq!(
+                r.interests(fd),
+                0,
+                "the new instance's own fd {fd} is not watched"
+            );
         }
         // The loop unwatches each closed fd once it hears of the close. Had the waker's number
         // been kept as a watcher, that would take the waker out of the new instance. Whether
