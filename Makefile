@@ -23,7 +23,7 @@ build: venv ## Build oxloop (release) into .venv
 demo: build ## Run the demo: the asyncio model on oxloop vs asyncio (and uvloop)
 	$(PY) examples/demo.py
 
-test-servers: ## Install the servers tests start for themselves (PostgreSQL), if missing
+test-servers: ## Install what tests run beside the project (PostgreSQL, tmux), if missing
 	bash scripts/test-servers.sh
 
 test: build test-servers ## Run every test: cargo (oxloop and benches/loadgen), pytest, CPython's test_asyncio conformance

@@ -202,16 +202,15 @@ def test_a_callback_that_fails_to_describe_itself_still_runs(loop, loop_name):
     ran = []
 
     class Awkward:
-        """A callable whose attributes all raise, as a broken proxy's might."""
+        """A callable whose `__self__` raises, as a broken proxy's might."""
 
         def __call__(self):
             time.sleep(0.01)
             ran.append(1)
 
-        def __getattribute__(self, name):
-            if name == "__call__":
-                return object.__getattribute__(self, name)
-            raise RuntimeError(f"no {name}")
+        @property
+        def __self__(self):
+            raise RuntimeError("no __self__")
 
     loop.call_soon(Awkward())
     loop.run_until_complete(asyncio.sleep(0.01))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar, cast
 
-from oxloop import metrics
+from oxloop import metrics, monitor
 from oxloop._loop import Loop
 from oxloop._oxloop import Handle, TimerHandle
 from oxloop._stats import Lag, LoopStats, SlowCallback, stats
@@ -31,6 +31,7 @@ __all__ = [
     "TimerHandle",
     "format_tree",
     "metrics",
+    "monitor",
     "new_event_loop",
     "run",
     "stats",
@@ -102,3 +103,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
     def _loop_factory(self) -> Loop:
         return Loop()
+
+
+# A process opts in to the live view (`python -m oxloop top PATH`) from its environment.
+_monitor = monitor.serve_from_environment()

@@ -15,8 +15,24 @@ from typing import Any
 _LOOPS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+# Every loop marks its tasks' steps from its start (a monitor is serving).
+_WATCH_TASKS = False
+
+
 def register(loop: Any) -> None:
     _LOOPS.add(loop)
+    if _WATCH_TASKS:
+        loop._task_clock()
+
+
+def watch_tasks(on: bool = True) -> None:
+    """Has every oxloop loop, present and those made from now on, mark its tasks' steps (or,
+    `on` false, only those already marking them)."""
+    global _WATCH_TASKS
+    _WATCH_TASKS = on
+    if on:
+        for loop in live_loops():
+            loop._task_clock()
 
 
 def live_loops() -> list[Any]:

@@ -107,13 +107,18 @@ def describe_task(task: Any) -> str:
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 
 
-def _suspended_at(stack: list[Frame]) -> str:
+def own_frame(stack: list[Frame] | tuple[Frame, ...]) -> Frame:
     """Where the task's own code waits: the innermost frame outside asyncio's package (an
     `await asyncio.sleep()` names the line of the `await`, not asyncio's)."""
     for frame in reversed(stack):
         if not frame.filename.startswith(_ASYNCIO_DIR):
-            return f"{frame.filename}:{frame.lineno}"
-    return f"{stack[-1].filename}:{stack[-1].lineno}"
+            return frame
+    return stack[-1]
+
+
+def _suspended_at(stack: list[Frame]) -> str:
+    frame = own_frame(stack)
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def _awaited_through(fut: Any) -> Iterable[Any]:
