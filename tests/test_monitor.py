@@ -149,6 +149,20 @@ def test_silent_and_vanishing_clients_are_dropped(loop, served, monkeypatch):
             assert s.recv(100) == b""
         return time.monotonic() - started
 
+    def not_reading():
+        # Asks again and again without reading a reply: the monitor's writes block, and it
+        # gives up on the client after the timeout.
+        started = time.monotonic()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(served)
+            try:
+                for _ in range(100_000):
+                    s.sendall(b"snapshot\n")
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+        raise AssertionError("the monitor kept up with a client that never reads")
+
     def vanishing():
         for _ in range(20):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -157,15 +171,16 @@ def test_silent_and_vanishing_clients_are_dropped(loop, served, monkeypatch):
 
     async def main():
         t = asyncio.create_task(ticker(ticks))
-        silent_for, _ = await asyncio.gather(
-            in_executor(loop, silent), in_executor(loop, vanishing)
+        silent_for, stuck_for, _ = await asyncio.gather(
+            in_executor(loop, silent), in_executor(loop, not_reading), in_executor(loop, vanishing)
         )
         good = await in_executor(loop, monitor.request, served)
         t.cancel()
-        return silent_for, good
+        return silent_for, stuck_for, good
 
-    silent_for, good = loop.run_until_complete(main())
+    silent_for, stuck_for, good = loop.run_until_complete(main())
     assert 0.25 <= silent_for < 3
+    assert stuck_for < 4
     assert good["pid"] == os.getpid()
     # The loop ticked all along: it never waited for the monitor.
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
