@@ -4,7 +4,9 @@ loops and simulated clocks rely on it), and so must oxloop's."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from unittest import mock
 
 import oxloop
 import pytest
@@ -94,3 +96,51 @@ def test_simulated_clock_advanced_between_iterations():
         assert time.monotonic() - t0 < 5.0
     finally:
         loop.close()
+
+
+# -- the same, by patching an instance (mock.patch.object(loop, "time")) ----------------------
+
+
+def test_patching_time_on_the_loop_drives_its_timers(loop):
+    now = [1000.0]
+    fired = []
+
+    def step():
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    with mock.patch.object(loop, "time", side_effect=lambda: now[0]):
+        handle = loop.call_later(10, fired.append, "due")
+        assert handle.when() == 1010.0
+        step()
+        assert fired == []
+        now[0] = 1010.0
+        step()
+        assert fired == ["due"]
+    # Unpatched, the loop's own clock is back.
+    assert abs(loop.time() - time.monotonic()) < 1
+    assert abs(loop.call_later(1, lambda: None).when() - time.monotonic() - 1) < 1
+
+
+def test_patching_time_on_the_loop_drives_the_poll_timeout(loop):
+    fired = []
+    # Had the poll timeout been taken from the real clock, the wait would last 100 s: the
+    # guard stops the loop long before that.
+    guard = threading.Timer(10, loop.call_soon_threadsafe, (loop.stop,))
+    guard.start()
+    try:
+        with mock.patch.object(loop, "time", side_effect=lambda: time.monotonic() + 100):
+            loop.call_at(loop.time() + 0.05, lambda: (fired.append("due"), loop.stop()))
+            loop.run_forever()
+    finally:
+        guard.cancel()
+    assert fired == ["due"]
+
+
+def test_patching_run_once_on_the_loop_runs_every_iteration_through_it(loop):
+    with mock.patch.object(loop, "_run_once", wraps=loop._run_once) as run_once:
+        loop.run_until_complete(asyncio.sleep(0.01))
+    assert run_once.call_count >= 2
+    calls = run_once.call_count
+    loop.run_until_complete(asyncio.sleep(0))
+    assert run_once.call_count == calls

@@ -139,6 +139,11 @@ _SSL_TIMEOUTS = ("ssl_handshake_timeout", "ssl_shutdown_timeout")
 _NATIVE_CONNECT_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
+# Methods the core calls through Python when a subclass or an instance attribute replaces
+# them; setting or deleting one of these on a loop tells the core.
+_OVERRIDABLE = frozenset({"time", "_run_once"})
+
+
 def _sighandler_noop(signum: int, frame: Any) -> None:
     """Dummy signal handler: the wake-up fd does the work."""
 
@@ -163,10 +168,28 @@ class Loop(LoopCore, NetworkMethods, asyncio.AbstractEventLoop):  # type: ignore
         self._coroutine_origin_tracking_saved_depth: int | None = None
         # PYTHONASYNCIODEBUG / -X dev, read the way asyncio reads them.
         self._set_debug_flag(coroutines._is_debug_mode())  # type: ignore[attr-defined]
+        self._sync_overrides()
+
+    def _sync_overrides(self) -> None:
+        """Tells the core whether `time` or `_run_once` is overridden, by the class or by an
+        attribute of the instance (`mock.patch.object(loop, "time")`): the core then calls
+        them, as asyncio's `_run_once` calls `self.time()`."""
         cls = type(self)
+        own = self.__dict__
         self._configure_overrides(
-            cls.time is not LoopCore.time, cls._run_once is not LoopCore._run_once
+            "time" in own or cls.time is not LoopCore.time,
+            "_run_once" in own or cls._run_once is not LoopCore._run_once,
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _OVERRIDABLE:
+            self._sync_overrides()
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name in _OVERRIDABLE:
+            self._sync_overrides()
 
     def __repr__(self) -> str:
         return (
