@@ -400,3 +400,16 @@ def test_interpreter_exits_with_the_default_executor_still_open(loop_name):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3"
+
+
+def test_the_private_executor_attributes_anyio_uses(loop):
+    # anyio's backport of asyncio.Runner (Python 3.10) shuts the default executor down by
+    # hand: it reads `_default_executor` and sets `_executor_shutdown_called`.
+    assert loop._default_executor is None
+    assert loop.run_until_complete(loop.run_in_executor(None, int, "7")) == 7
+    executor = loop._default_executor
+    assert isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+    loop._executor_shutdown_called = True
+    executor.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_until_complete(loop.run_in_executor(None, int, "7"))
