@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
 import sys
 import threading
 import warnings
@@ -743,3 +744,36 @@ def test_shutdown_default_executor_timeout_warns(loop):
                 break
 
     loop.run_until_complete(main())
+
+
+# -- python -m oxloop script.py: an unmodified program on oxloop ---------------------------
+
+PROGRAM = """\
+import asyncio, sys
+
+async def main():
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+print(__name__, sys.argv[1:], asyncio.run(main()))
+loop = asyncio.new_event_loop()
+print(type(loop).__module__.split(".")[0])
+loop.close()
+import helper  # found beside the script, as `python script.py` finds it
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_python_m_oxloop_runs_a_program_on_oxloop(loop_name, tmp_path, how):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    (tmp_path / "helper.py").write_text("")
+    if loop_name == "asyncio":
+        launcher = [sys.executable]
+    else:
+        launcher = [sys.executable, "-m", "oxloop"]
+    target = ["prog.py"] if how == "script" else ["-m", "prog"]
+    done = subprocess.run(
+        [*launcher, *target, "3", "x"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == [f"__main__ ['3', 'x'] {loop_name}", loop_name]

@@ -1,8 +1,16 @@
-"""`python -m oxloop top PATH`: the live view of a program served by `oxloop.monitor`."""
+"""The `python -m oxloop` commands.
+
+    python -m oxloop script.py [args]     run a program with every asyncio loop it makes on
+    python -m oxloop -m module [args]     oxloop (`asyncio.run`, `asyncio.new_event_loop`, ...)
+    python -m oxloop top PATH             the live view of a program served by oxloop.monitor
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import runpy
 import sys
 import time
 from typing import Any
@@ -102,16 +110,42 @@ def top(path: str, interval: float, once: bool) -> int:
         time.sleep(interval)
 
 
+def run_program(argv: list[str]) -> int:
+    """Runs a script (or `-m module`) as `python` would, with oxloop's policy installed: every
+    loop asyncio makes for it (`asyncio.run`, `asyncio.Runner`, `asyncio.new_event_loop`) is
+    an oxloop loop."""
+    from oxloop import EventLoopPolicy
+
+    asyncio.set_event_loop_policy(EventLoopPolicy())
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            print("python -m oxloop -m: a module name is needed", file=sys.stderr)
+            return 2
+        sys.argv = [argv[1], *argv[2:]]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        return 0
+    sys.argv = list(argv)
+    # As `python script.py` does: the script's directory comes first on the path.
+    sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
+    runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oxloop")
-    commands = parser.add_subparsers(dest="command", required=True)
-    top_cmd = commands.add_parser(
-        "top", help="the live view of a program served by oxloop.monitor (OXLOOP_MONITOR)"
+    args_in = sys.argv[1:] if argv is None else argv
+    if not args_in or args_in[0] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr if not args_in else sys.stdout)
+        return 2 if not args_in else 0
+    if args_in[0] != "top":
+        return run_program(args_in)
+    parser = argparse.ArgumentParser(
+        prog="python -m oxloop top",
+        description="The live view of a program served by oxloop.monitor (OXLOOP_MONITOR).",
     )
-    top_cmd.add_argument("path", help="the monitor's Unix socket")
-    top_cmd.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
-    top_cmd.add_argument("--once", action="store_true", help="print one screen and exit")
-    args = parser.parse_args(argv)
+    parser.add_argument("path", help="the monitor's Unix socket")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
+    parser.add_argument("--once", action="store_true", help="print one screen and exit")
+    args = parser.parse_args(args_in[1:])
     try:
         return top(args.path, args.interval, args.once)
     except KeyboardInterrupt:
