@@ -161,3 +161,48 @@ def test_anyio_run_loop_factory(loop_name, loop_factory):
 
     got = anyio.run(main, backend="asyncio", backend_options={"loop_factory": loop_factory})
     assert got == loop_name
+
+
+# Worker classes as a user of asyncio's own loop would write them.
+ASYNCIO_WORKERS = textwrap.dedent(
+    """
+    from uvicorn.workers import UvicornWorker
+
+    class AsyncioUvicornWorker(UvicornWorker):
+        CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "loop": "asyncio"}
+    """
+)
+
+AIOHTTP_APP = textwrap.dedent(
+    """
+    import asyncio
+    from aiohttp import web
+
+    async def hello(request):
+        loop = asyncio.get_running_loop()
+        return web.Response(text=type(loop).__module__.split(".")[0])
+
+    async def make_app():
+        app = web.Application()
+        app.router.add_get("/", hello)
+        return app
+    """
+)
+
+
+@pytest.mark.parametrize("framework", ["uvicorn", "aiohttp"])
+def test_gunicorn_worker_classes(loop_name, tmp_path, framework):
+    pytest.importorskip("gunicorn")
+    (tmp_path / "asgi.py").write_text(ASGI_APP)
+    (tmp_path / "workers.py").write_text(ASYNCIO_WORKERS)
+    (tmp_path / "aioapp.py").write_text(AIOHTTP_APP)
+    worker, app = {
+        ("uvicorn", "oxloop"): ("oxloop.gunicorn.UvicornWorker", "asgi:app"),
+        ("uvicorn", "asyncio"): ("workers.AsyncioUvicornWorker", "asgi:app"),
+        ("aiohttp", "oxloop"): ("oxloop.gunicorn.AiohttpWorker", "aioapp:make_app"),
+        ("aiohttp", "asyncio"): ("aiohttp.GunicornWebWorker", "aioapp:make_app"),
+    }[framework, loop_name]
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", app, "-k", worker, "-w", "1"]
+    args += ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    assert serve_and_get(args, tmp_path, port) == loop_name
