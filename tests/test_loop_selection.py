@@ -206,3 +206,57 @@ def test_gunicorn_worker_classes(loop_name, tmp_path, framework):
     args = [sys.executable, "-m", "gunicorn", app, "-k", worker, "-w", "1"]
     args += ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
     assert serve_and_get(args, tmp_path, port) == loop_name
+
+
+PYTEST_ASYNCIO_CONFTEST = textwrap.dedent(
+    """
+    import asyncio
+    import oxloop
+
+    # pytest-asyncio's way to choose the loop: every asyncio test runs on each factory.
+    def pytest_asyncio_loop_factories(config, item):
+        return {{"chosen": {factory}}}
+    """
+)
+
+PYTEST_ASYNCIO_TEST = textwrap.dedent(
+    """
+    import asyncio
+    import pytest
+
+    @pytest.mark.asyncio
+    async def test_echo():
+        async def handle(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping\\n")
+            assert await reader.readline() == b"ping\\n"
+            writer.close()
+            await writer.wait_closed()
+        loop = asyncio.get_running_loop()
+        print("LOOP", type(loop).__module__.split(".")[0])
+    """
+)
+
+
+def test_pytest_asyncio_loop_factories_hook(loop_name, tmp_path):
+    pytest.importorskip("pytest_asyncio")
+    factory = "oxloop.new_event_loop" if loop_name == "oxloop" else "asyncio.new_event_loop"
+    (tmp_path / "conftest.py").write_text(PYTEST_ASYNCIO_CONFTEST.format(factory=factory))
+    (tmp_path / "test_echo.py").write_text(PYTEST_ASYNCIO_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "asyncio", "test_echo.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"LOOP {loop_name}" in done.stdout, done.stdout
+    assert "1 passed" in done.stdout, done.stdout
