@@ -260,3 +260,51 @@ def test_pytest_asyncio_loop_factories_hook(loop_name, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"LOOP {loop_name}" in done.stdout, done.stdout
     assert "1 passed" in done.stdout, done.stdout
+
+
+def test_hypercorn_run_through_python_m_oxloop(loop_name, tmp_path):
+    # hypercorn's command line has no loop option beyond its worker classes (asyncio,
+    # uvloop, trio); its asyncio worker makes its loop through asyncio, so `python -m oxloop`
+    # runs it on oxloop unmodified, in its own process (`--workers 0`: the worker processes
+    # it spawns otherwise start a fresh interpreter, without oxloop's policy).
+    pytest.importorskip("hypercorn")
+    (tmp_path / "asgi.py").write_text(ASGI_APP)
+    port = free_port()
+    launcher = [sys.executable, "-m", "oxloop"] if loop_name == "oxloop" else [sys.executable]
+    args = [*launcher, "-m", "hypercorn", "asgi:app", "--bind", f"127.0.0.1:{port}", "-w", "0"]
+    assert serve_and_get(args, tmp_path, port) == loop_name
+
+
+def test_hypercorn_serve_on_a_chosen_loop(loop, loop_name):
+    pytest.importorskip("hypercorn")
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    namespace: dict[str, object] = {}
+    exec(ASGI_APP, namespace)
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+
+    async def main():
+        stop = asyncio.Event()
+        app = namespace["app"]
+        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(300):
+                try:
+                    return await loop.run_in_executor(None, fetch, f"http://127.0.0.1:{port}/")
+                except OSError:
+                    await asyncio.sleep(0.05)
+            raise AssertionError("hypercorn did not answer")
+        finally:
+            stop.set()
+            await serving
+
+    assert loop.run_until_complete(main()) == loop_name
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return str(r.read().decode())
