@@ -59,6 +59,13 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest oxloop._oxloop
 
+wheel: venv ## Build a release wheel for $(PYTHON) into dist/ (manylinux tag checked by maturin, stripped)
+	rm -f dist/oxloop-*.whl
+	$(VENV)/bin/maturin build --release --strip --quiet --out dist --interpreter $(PYTHON)
+
+wheel-check: wheel ## Install the wheel in a fresh venv with no Rust or compiler on PATH; run a smoke program (TCP, TLS, a subprocess, a process pool)
+	PYTHON=$(PYTHON) bash scripts/wheel-check.sh
+
 bench: build ## Micro-benchmarks: asyncio vs uvloop vs oxloop
 	$(PY) benches/micro.py
 
@@ -77,4 +84,4 @@ PROCESSES_ARGS ?=
 bench-processes: build ## Subprocess spawn and pipe throughput: asyncio vs uvloop vs oxloop
 	$(PY) benches/processes.py $(PROCESSES_ARGS)
 
-.PHONY: help venv build demo test-servers test test-debug test-versions lint bench bench-echo bench-connections bench-processes
+.PHONY: help venv build demo test-servers test test-debug test-versions lint wheel wheel-check bench bench-echo bench-connections bench-processes
