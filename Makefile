@@ -55,7 +55,7 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	cargo fmt --check
 	cargo clippy --manifest-path benches/loadgen/Cargo.toml --all-targets -- -D warnings
 	cargo fmt --manifest-path benches/loadgen/Cargo.toml --check
-	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff check python tests benches examples scripts
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest oxloop._oxloop
 
