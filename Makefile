@@ -59,6 +59,9 @@ lint: venv ## Lints: clippy, rustfmt, ruff, mypy, stubtest
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest oxloop._oxloop
 
+check-next-pythons: ## Compile the extension for CPython 3.14 and 3.15 (no interpreter needed)
+	bash scripts/check-next-pythons.sh
+
 wheel: venv ## Build a release wheel for $(PYTHON) into dist/ (manylinux tag checked by maturin, stripped)
 	rm -f dist/oxloop-*.whl
 	$(VENV)/bin/maturin build --release --strip --quiet --out dist --interpreter $(PYTHON)
@@ -84,4 +87,4 @@ PROCESSES_ARGS ?=
 bench-processes: build ## Subprocess spawn and pipe throughput: asyncio vs uvloop vs oxloop
 	$(PY) benches/processes.py $(PROCESSES_ARGS)
 
-.PHONY: help venv build demo test-servers test test-debug test-versions lint wheel wheel-check bench bench-echo bench-connections bench-processes
+.PHONY: help venv build demo test-servers test test-debug test-versions lint check-next-pythons wheel wheel-check bench bench-echo bench-connections bench-processes
