@@ -68,7 +68,7 @@ Usage (from the repository root, after ``make build``; ``make bench-echo`` runs 
 
 ``--only`` takes modes, transports and sizes (``1k``, ``16k``, ``100k``); a cell runs when it
 matches one of the given values in each category given. The last thing printed is a markdown
-table for the README. uvloop is optional: without it its columns are left out.
+table for docs/benchmarks.md. uvloop is optional: without it its columns are left out.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ first)::
     .venv/bin/python benches/processes.py --only pipe --rounds 9
     .venv/bin/python benches/processes.py --loops uvloop,oxloop --json /tmp/proc.json
 
-The last thing printed is a markdown table for the README. uvloop is optional: without it its
+The last thing printed is a markdown table for docs/benchmarks.md. uvloop is optional: without it its
 columns are left out.
 """
 
