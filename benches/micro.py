@@ -27,9 +27,10 @@ Usage (from the repository root, after ``make build``; ``make bench`` runs the f
     .venv/bin/python benches/micro.py --rounds 9 --only sleep0,gather
     .venv/bin/python benches/micro.py --loops uvloop,oxloop
 
-The last thing printed is a markdown table, ready to paste into docs/benchmarks.md: the median time per
-loop and "oxloop vs uvloop" / "oxloop vs asyncio" as speedups (other loop's time / oxloop's
-time: above 1 means oxloop is faster). uvloop is optional: without it its column is left out.
+The last thing printed is a markdown table, ready to paste into docs/benchmarks.md: the median
+time per loop and "oxloop vs uvloop" / "oxloop vs asyncio" as speedups (other loop's time /
+oxloop's time: above 1 means oxloop is faster). uvloop is optional: without it its column is
+left out.
 
 Instruction counts with callgrind (``--callgrind``)
 ---------------------------------------------------

@@ -54,8 +54,8 @@ first)::
     .venv/bin/python benches/processes.py --only pipe --rounds 9
     .venv/bin/python benches/processes.py --loops uvloop,oxloop --json /tmp/proc.json
 
-The last thing printed is a markdown table for docs/benchmarks.md. uvloop is optional: without it its
-columns are left out.
+The last thing printed is a markdown table for docs/benchmarks.md. uvloop is optional: without
+it its columns are left out.
 """
 
 from __future__ import annotations
