@@ -1,7 +1,7 @@
 """The asyncio model on oxloop, measured side by side with stdlib asyncio (and uvloop).
 
 Run it with ``make demo`` (or ``.venv/bin/python examples/demo.py`` after ``make build``).
-It shows three things asyncio is for, and prints one table comparing the event loops:
+It shows the things asyncio is for, and prints one table comparing the event loops:
 
 A. Tens of thousands of concurrent tasks. 50,000 tasks each sleep a small random delay
    (0-10 ms), then all wait on one ``asyncio.Event``; once every task is waiting, the event is
@@ -18,6 +18,10 @@ C. Staying responsive around CPU-bound work. 8 jobs of ~0.2 s of pure-Python ari
    ``concurrent.futures.ProcessPoolExecutor`` through ``loop.run_in_executor`` while a
    heartbeat task sleeps 10 ms in a loop and records how late it wakes up (the loop's lag).
    For contrast, one such job is then run inline on the loop, which stalls the heartbeat.
+D. Past one machine's pool, when Dask's ``distributed`` is installed: the same jobs through
+   ``loop.run_in_executor(client.get_executor(), ...)`` on a ``LocalCluster`` of worker
+   processes. Pointing the same code at a real cluster takes only
+   ``distributed.Client("tcp://scheduler-host:8786")`` in place of the local one.
 
 Every (loop, section) runs in a fresh subprocess -- this script re-invokes itself with
 ``--child SECTION --loop NAME`` -- so memory numbers of one loop do not leak into another's.
@@ -30,7 +34,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -40,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 N_TASKS = 50_000
@@ -180,8 +186,9 @@ async def _cancel_many(n: int) -> dict[str, Any]:
 # --- section C: CPU-bound work in a process pool ------------------------------------------------
 
 
-def cpu_job(iterations: int) -> int:
-    """Pure-Python arithmetic: holds a CPU (and, if run on the loop, the GIL) throughout."""
+def cpu_job(iterations: int, job: int = 0) -> int:
+    """Pure-Python arithmetic: holds a CPU (and, if run on the loop, the GIL) throughout.
+    `job` tells jobs apart for Dask, which runs calls with the same arguments once."""
     acc = 0
     for i in range(iterations):
         acc = (acc * 31 + i) % 1_000_003
@@ -200,7 +207,33 @@ def calibrate(seconds: float) -> int:
         n *= 4
 
 
-async def _cpu_pool(iterations: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _process_pool(workers: int) -> Iterator[concurrent.futures.Executor]:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        yield pool
+
+
+@contextlib.contextmanager
+def _dask_cluster(workers: int) -> Iterator[concurrent.futures.Executor]:
+    """A Dask cluster of `workers` worker processes on this machine. The same code points at
+    a real cluster with `distributed.Client("tcp://scheduler-host:8786").get_executor()`."""
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    )
+    with cluster, distributed.Client(cluster) as client:
+        yield client.get_executor()
+
+
+async def _cpu_pool(
+    iterations: int,
+    executor: Callable[[int], contextlib.AbstractContextManager[concurrent.futures.Executor]],
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     lags: list[float] = []
     stop = False
@@ -212,15 +245,15 @@ async def _cpu_pool(iterations: int) -> dict[str, Any]:
             lags.append(time.perf_counter() - t0 - HEARTBEAT)
 
     workers = os.cpu_count() or 2
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+    with executor(workers) as pool:
         # Start the worker processes first: the timing below is about the jobs and the loop.
-        await asyncio.gather(*[loop.run_in_executor(pool, cpu_job, 1) for _ in range(workers)])
+        await asyncio.gather(*[loop.run_in_executor(pool, cpu_job, 1, i) for i in range(workers)])
         beat = asyncio.ensure_future(heartbeat())
         await asyncio.sleep(5 * HEARTBEAT)
         lags.clear()
         t0 = time.perf_counter()
         results = await asyncio.gather(
-            *[loop.run_in_executor(pool, cpu_job, iterations) for _ in range(N_JOBS)]
+            *[loop.run_in_executor(pool, cpu_job, iterations, i) for i in range(N_JOBS)]
         )
         total = time.perf_counter() - t0
         pool_lags = list(lags)
@@ -279,7 +312,9 @@ def child(section: str, loop_name: str, iterations: int) -> None:
     elif section == "cancel":
         result = _run_on(loop_name, _cancel_many(N_CANCEL))
     elif section == "cpu":
-        result = _run_on(loop_name, _cpu_pool(iterations))
+        result = _run_on(loop_name, _cpu_pool(iterations, _process_pool))
+    elif section == "dask":
+        result = _run_on(loop_name, _cpu_pool(iterations, _dask_cluster))
     else:
         raise SystemExit(f"unknown section {section!r}")
     print(json.dumps(result))
@@ -433,10 +468,26 @@ def build_rows(
         ok.set(lp, r["n_cancelled"], f"{r['n_cancelled']:,} ({mark})")
     rows += [calls, until, ok]
 
-    rows.append(
+    rows += _cpu_rows(
+        loops,
+        res,
+        "cpu",
         f"C. {N_JOBS} CPU-bound jobs (~{JOB_SECONDS} s each) in a ProcessPoolExecutor, "
-        "heartbeat every 10 ms"
+        "heartbeat every 10 ms",
     )
+    if any(("dask", lp) in res for lp in loops):
+        rows += _cpu_rows(
+            loops,
+            res,
+            "dask",
+            f"D. the same {N_JOBS} jobs through Dask (distributed.LocalCluster, worker processes)",
+        )
+    return rows
+
+
+def _cpu_rows(
+    loops: list[str], res: dict[tuple[str, str], dict[str, Any] | None], section: str, title: str
+) -> list[Row | str]:
     total = Row(
         f"total time ({N_JOBS} x {JOB_SECONDS} s, {os.cpu_count() or 2} workers)", better=""
     )
@@ -445,7 +496,7 @@ def build_rows(
     beats = Row("heartbeats during the jobs", better="")
     inline = Row("worst lag if ONE job runs on the loop", better="")
     for lp in loops:
-        r = res.get(("cpu", lp))
+        r = res.get((section, lp))
         if r is None:
             for row in (total, lag, med, beats, inline):
                 row.set(lp, None, "error")
@@ -458,8 +509,7 @@ def build_rows(
         beats.set(lp, r["beats"], str(r["beats"]))
         il = r["inline_worst_lag"]
         inline.set(lp, il, _fmt_ms(il) if il is not None else "-")
-    rows += [total, lag, med, beats, inline]
-    return rows
+    return [title, total, lag, med, beats, inline]
 
 
 def print_table(loops: list[str], rows: list[Row | str]) -> None:
@@ -516,6 +566,9 @@ Python {py}, {cores} CPU core(s). Each loop runs each section in a fresh subproc
      keeps serving a 10 ms heartbeat; running one job on the loop itself stalls it. The work
      is done by other processes, so only responsiveness is the loop's: the total time and
      the worst lag (the workers take every core) mostly show how busy the machine is.
+  D. (with Dask's distributed installed) the same jobs through a Dask cluster's executor,
+     run_in_executor(client.get_executor(), ...): a LocalCluster here, a real cluster with
+     Client("tcp://scheduler:8786") and no other change.
 
 Ratio columns: how many times better oxloop is (time or memory, other / oxloop; > 1 means
 oxloop wins). Lags, counts and already-relative rows have no ratio: they are shown, not ranked.
@@ -552,7 +605,10 @@ def main() -> int:
     started = time.perf_counter()
     iterations = calibrate(JOB_SECONDS)
     # Repeats go round-robin over the loops, so that a noisy moment hits them all alike.
-    plan = [("threads", "-")] + [(s, lp) for s in ("tasks", "cancel", "cpu") for lp in loops]
+    sections = ["tasks", "cancel", "cpu"]
+    if importlib.util.find_spec("distributed") is not None:
+        sections.append("dask")
+    plan = [("threads", "-")] + [(s, lp) for s in sections for lp in loops]
     runs: dict[tuple[str, str], list[dict[str, Any] | None]] = {key: [] for key in plan}
     for rnd in range(max(1, args.repeat)):
         print(f"Run {rnd + 1}/{args.repeat}:", end="", flush=True)
