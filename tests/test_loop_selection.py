@@ -8,6 +8,7 @@ asyncio's, so that each way is shown to select the loop and nothing else.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import subprocess
 import sys
@@ -221,26 +222,12 @@ PYTEST_ASYNCIO_CONFTEST = textwrap.dedent(
 
 PYTEST_ASYNCIO_TEST = textwrap.dedent(
     """
-    import asyncio
     import pytest
+    from roundtrip import echo_round_trip
 
     @pytest.mark.asyncio
     async def test_echo():
-        async def handle(reader, writer):
-            writer.write(await reader.readline())
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        async with server:
-            port = server.sockets[0].getsockname()[1]
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"ping\\n")
-            assert await reader.readline() == b"ping\\n"
-            writer.close()
-            await writer.wait_closed()
-        loop = asyncio.get_running_loop()
-        print("LOOP", type(loop).__module__.split(".")[0])
+        print("LOOP", await echo_round_trip())
     """
 )
 
@@ -250,6 +237,9 @@ def test_pytest_asyncio_loop_factories_hook(loop_name, tmp_path):
     factory = "oxloop.new_event_loop" if loop_name == "oxloop" else "asyncio.new_event_loop"
     (tmp_path / "conftest.py").write_text(PYTEST_ASYNCIO_CONFTEST.format(factory=factory))
     (tmp_path / "test_echo.py").write_text(PYTEST_ASYNCIO_TEST)
+    # The same round trip as the other tests', in the temporary project.
+    roundtrip = "import asyncio\n\n" + inspect.getsource(echo_round_trip)
+    (tmp_path / "roundtrip.py").write_text(roundtrip)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-s", "-q", "-p", "asyncio", "test_echo.py"],
