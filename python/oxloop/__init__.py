@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from oxloop import metrics, monitor
 from oxloop._loop import Loop
 from oxloop._oxloop import Handle, TimerHandle
-from oxloop._stats import Lag, LoopStats, SlowCallback, stats
+from oxloop._stats import Lag, LoopStats, SlowCallback, stats, watch_tasks
 from oxloop._tasks import Frame, TaskNode, format_tree, task_tree
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "run",
     "stats",
     "task_tree",
+    "watch_tasks",
 ]
 
 _T = TypeVar("_T")

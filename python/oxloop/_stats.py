@@ -26,8 +26,11 @@ def register(loop: Any) -> None:
 
 
 def watch_tasks(on: bool = True) -> None:
-    """Has every oxloop loop, present and those made from now on, mark its tasks' steps (or,
-    `on` false, only those already marking them)."""
+    """Has every oxloop loop, present and made from now on, watch its tasks: mark each task
+    `create_task` makes with when, and the end of each task step on its task, so that
+    `oxloop.task_tree()` can tell each task's age and how long it has been idle. It costs
+    a task's creation about a third of a microsecond, and each task step a lookup. `on`
+    false: loops made from now on do not (those watching go on)."""
     global _WATCH_TASKS
     _WATCH_TASKS = on
     if on:

@@ -5,9 +5,10 @@ task awaits the task or future it is suspended on (`_fut_waiter`), the children 
 `gather()` it awaits, and the tasks of a `TaskGroup` it opened. From 3.14 asyncio records the
 same edges itself (`_asyncio_awaited_by`), and they are read from there.
 
-Ages come from the loop: `loop.create_task` marks each task with when it was made, and once
-a tree has been asked for the loop also marks each task when one of its steps ends, so the
-next trees tell how long each task has been idle.
+Ages and idle times come from the loop, once it watches its tasks (from the first tree asked
+for, from `oxloop.watch_tasks()`, or from its start while a monitor serves): `create_task`
+then marks each task with when it was made, and the end of each task step is marked on its
+task, so that trees tell how old each task is and how long it has been idle.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class TaskNode:
     name: str
     #: The chain of coroutines it is suspended in, outermost first: the last is where it waits.
     stack: tuple[Frame, ...]
-    #: Seconds since the task was made; None for a task not made by `loop.create_task`.
+    #: Seconds since the task was made; None for a task made before the loop watched its
+    #: tasks, or not by `loop.create_task`.
     age: float | None
     #: Seconds since one of its steps last ended; None until the loop has been watching its
     #: steps (from the first tree asked for on) and for a task that has not run since then,
