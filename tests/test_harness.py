@@ -12,6 +12,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+# The inner runs take this suite's own options (pyproject.toml's addopts).
+INNER_ARGS = ("-p", "no:cacheprovider", "-p", "no:asyncio")
 
 
 def test_loop_fixture_gives_the_loop_named_by_the_parameter(loop, loop_name):
@@ -47,7 +49,7 @@ def test_unexpected_handler_call_fails_at_teardown(pytester, loop_name):
             loop.run_until_complete(asyncio.sleep(0))
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", loop_name)
+    result = pytester.runpytest_inprocess(*INNER_ARGS, "-k", loop_name)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*unexpected call(s) to the loop's exception handler*"])
     result.stdout.fnmatch_lines(["*left behind*"])
@@ -66,7 +68,7 @@ def test_pending_task_destroyed_at_teardown_is_reported(pytester, loop_name):
             loop.run_until_complete(asyncio.sleep(0))
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", loop_name)
+    result = pytester.runpytest_inprocess(*INNER_ARGS, "-k", loop_name)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*Task was destroyed but it is pending*"])
 
@@ -75,7 +77,7 @@ def test_pending_task_destroyed_at_teardown_is_reported(pytester, loop_name):
 def test_matrix_has_both_columns(pytester, expected):
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_inner="def test_one(loop):\n    pass\n")
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    result = pytester.runpytest_inprocess(*INNER_ARGS, "--collect-only", "-q")
     result.stdout.fnmatch_lines([f"*test_one?{expected}?*"])
 
 
@@ -108,5 +110,5 @@ def test_hidden_errors_fail_the_test(pytester, loop_name):
             socket.socket()
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", loop_name)
+    result = pytester.runpytest_inprocess(*INNER_ARGS, "-k", loop_name)
     result.assert_outcomes(failed=4)
