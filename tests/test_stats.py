@@ -234,3 +234,18 @@ def test_a_finaliser_run_as_a_callback_is_released_may_use_the_loop(loop, loop_n
     s = snapshot(loop, loop_name)
     if s is not None:
         assert s.callbacks >= 2
+
+
+def test_an_interrupt_while_a_callback_is_described_leaves_the_loop(loop, loop_name, monkeypatch):
+    if loop_name == "asyncio":
+        pytest.skip("asyncio's loop runs no statistics code")
+    from oxloop import _helpers
+
+    def interrupted(handle):
+        # As Ctrl-C arriving while the loop names a callback among the slowest.
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_helpers, "describe_callback", interrupted)
+    loop.call_soon(time.sleep, 0.001)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(asyncio.sleep(0.01))

@@ -152,11 +152,11 @@ impl LoopCore {
         py: Python<'_>,
         task: &Bound<'_, PyAny>,
         attr: &Bound<'_, pyo3::types::PyString>,
-    ) {
+    ) -> PyResult<()> {
         let now = {
             let st = self.state.borrow_mut(py);
             if !st.stats.enabled || st.stats.watching_tasks == 0 {
-                return;
+                return Ok(());
             }
             // The loop's last reading, while it runs: the start of the running callback, or
             // the end of its step, so that no clock is read for it.
@@ -166,8 +166,12 @@ impl LoopCore {
                 clock::now()
             }
         };
-        // A task type without an instance dictionary has no age to show.
-        let _ = task.setattr(attr, now);
+        match task.setattr(attr, now) {
+            // A task type without an instance dictionary has no age to show.
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => Ok(()),
+            Err(e) => super::run::only_interrupts(py, e, task),
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Takes a timer out of the heap (called by `TimerHandle.cancel`).
@@ -660,14 +664,14 @@ impl LoopCore {
                 py::vectorcall(task, &[&coro], &[this_loop, n, c], KW_BOTH.get(py)?)
             }
         }?;
-        this.mark_task(py, &task, pyo3::intern!(py, "_oxloop_created"));
+        this.mark_task(py, &task, pyo3::intern!(py, "_oxloop_created"))?;
         Ok(task)
     }
 
     /// Marks a task the loop made with when (`oxloop.task_tree()` tells its age).
     #[pyo3(name = "_mark_created")]
-    fn mark_created(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
-        self.mark_task(py, task, pyo3::intern!(py, "_oxloop_created"));
+    fn mark_created(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.mark_task(py, task, pyo3::intern!(py, "_oxloop_created"))
     }
 
     /// The clock `oxloop.task_tree()` reads the tasks' marks with: now, ticks per second, and

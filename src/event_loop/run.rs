@@ -298,7 +298,7 @@ fn run_callbacks(
                 });
                 if slow.is_some() || watching {
                     drop(st);
-                    look_closer(slf, handle, slow, watching);
+                    look_closer(slf, handle, slow, watching)?;
                     continue;
                 }
             }
@@ -358,41 +358,48 @@ fn look_closer(
     handle: &Bound<'_, Handle>,
     slow: Option<(u64, u32)>,
     watching: bool,
-) {
+) -> PyResult<()> {
     let py = slf.py();
     if watching {
-        mark_task_step(slf, handle);
+        mark_task_step(slf, handle)?;
     }
     let Some((took, count)) = slow else {
-        return;
+        return Ok(());
     };
-    if count > 1 {
-        let what = format!(
-            "one of {count} callbacks timed together, the last {}",
-            describe(handle)
-        );
-        keep_slow(
-            slf,
-            took,
-            pyo3::types::PyString::new(py, &what).into_any().unbind(),
-        );
-        return;
-    }
-    keep_slow(slf, took, describe(handle));
+    let what = describe(handle)?;
+    let what = if count > 1 {
+        let text = format!("one of {count} callbacks timed together, the last {what}");
+        pyo3::types::PyString::new(py, &text).into_any().unbind()
+    } else {
+        what
+    };
+    keep_slow(slf, took, what);
+    Ok(())
 }
 
 /// `describe_callback(handle)`: what a slow callback ran.
-fn describe(handle: &Bound<'_, Handle>) -> Py<PyAny> {
+fn describe(handle: &Bound<'_, Handle>) -> PyResult<Py<PyAny>> {
     let py = handle.py();
     match py::call_helper(py, "describe_callback", (handle,)) {
-        Ok(what) => what.unbind(),
-        // The statistics must never disturb the program: a callback that cannot be described
-        // is kept as unknown.
+        Ok(what) => Ok(what.unbind()),
         Err(e) => {
-            e.write_unraisable(py, Some(handle.as_any()));
-            pyo3::intern!(py, "?").clone().into_any().unbind()
+            only_interrupts(py, e, handle.as_any())?;
+            Ok(pyo3::intern!(py, "?").clone().into_any().unbind())
         }
     }
+}
+
+/// The statistics never disturb the program: what fails in them is reported as unraisable,
+/// except what stops a program (Ctrl-C's `KeyboardInterrupt`, `SystemExit`), which may arrive
+/// while their Python code runs and leaves the loop as it would from a callback.
+pub(super) fn only_interrupts(py: Python<'_>, e: PyErr, about: &Bound<'_, PyAny>) -> PyResult<()> {
+    if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+    {
+        return Err(e);
+    }
+    e.write_unraisable(py, Some(about));
+    Ok(())
 }
 
 /// Keeps `what`, which took `took` ticks, among the slowest, with the time it ended.
@@ -410,18 +417,21 @@ fn keep_slow(slf: &Bound<'_, LoopCore>, took: u64, what: Py<PyAny>) {
 
 /// Marks the end of a task's step on the task (`oxloop.task_tree()` tells how long each task
 /// has been idle from these).
-fn mark_task_step(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) {
+fn mark_task_step(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) -> PyResult<()> {
     let py = slf.py();
     let Some(callback) = handle.get().callback(py) else {
-        return;
+        return Ok(());
     };
-    let Ok(Some(owner)) = callback.getattr_opt(pyo3::intern!(py, "__self__")) else {
-        return;
+    let owner = match callback.getattr_opt(pyo3::intern!(py, "__self__")) {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return Ok(()),
+        Err(e) => return only_interrupts(py, e, handle.as_any()),
     };
-    if py::task_type(py).is_ok_and(|t| owner.is_instance(t).unwrap_or(false)) {
+    if owner.is_instance(py::task_type(py)?)? {
         slf.get()
-            .mark_task(py, &owner, pyo3::intern!(py, "_oxloop_ran"));
+            .mark_task(py, &owner, pyo3::intern!(py, "_oxloop_ran"))?;
     }
+    Ok(())
 }
 
 /// Sends what is still corked when `err` ends the batch early, and returns `err`: a send that
