@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+
+def oxloop_without_stats() -> asyncio.AbstractEventLoop:
+    """The loop of the `oxloop-nostats` columns: oxloop with its statistics off, to measure
+    what they cost."""
+    import oxloop
+
+    loop = oxloop.new_event_loop()
+    loop.stats_enabled = False
+    return loop
+
 
 def print_markdown(header: list[str], rows: list[list[str]], labels: int = 1) -> None:
     """A markdown table: the first `labels` columns left-aligned, the numbers right-aligned."""

@@ -41,7 +41,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from benchutil import settle_malloc
+from benchutil import oxloop_without_stats, settle_malloc
 
 # oxloop-nostats: oxloop with its statistics off, to measure what they cost.
 LOOPS = ("asyncio", "uvloop", "oxloop", "oxloop-nostats")
@@ -53,7 +53,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "asyncio":
         return asyncio.new_event_loop
     if name == "oxloop-nostats":
-        return _oxloop_without_stats
+        return oxloop_without_stats
     factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(name).new_event_loop
     return factory
 
@@ -66,14 +66,6 @@ def check_loop(loop: asyncio.AbstractEventLoop, asked: str, server: str) -> None
     stats_off = asked.endswith("-nostats")
     if module != asked.removesuffix("-nostats") or (stats_off and loop.stats_enabled):  # type: ignore[attr-defined]
         raise SystemExit(f"{server}: asked for {asked}, running on {type(loop)!r}")
-
-
-def _oxloop_without_stats() -> asyncio.AbstractEventLoop:
-    import oxloop
-
-    loop = oxloop.new_event_loop()
-    loop.stats_enabled = False
-    return loop
 
 
 def run(main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop]) -> None:

@@ -73,7 +73,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchutil import print_markdown
+from benchutil import oxloop_without_stats, print_markdown
 
 LOOP_NAMES = ("asyncio", "uvloop", "oxloop", "oxloop-nostats")
 # What runs unless --loops says otherwise; oxloop-nostats (oxloop with `stats_enabled` off)
@@ -270,7 +270,7 @@ def loop_factories(names: list[str]) -> dict[str, Callable[[], asyncio.AbstractE
             factories[name] = asyncio.new_event_loop
             continue
         if name == "oxloop-nostats":
-            factories[name] = _oxloop_without_stats
+            factories[name] = oxloop_without_stats
             continue
         try:
             mod = importlib.import_module(name)
@@ -281,14 +281,6 @@ def loop_factories(names: list[str]) -> dict[str, Callable[[], asyncio.AbstractE
             continue
         factories[name] = mod.new_event_loop
     return factories
-
-
-def _oxloop_without_stats() -> asyncio.AbstractEventLoop:
-    import oxloop
-
-    loop = oxloop.new_event_loop()
-    loop.stats_enabled = False
-    return loop
 
 
 def _on_alarm(signum: int, frame: Any) -> None:

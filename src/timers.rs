@@ -384,14 +384,7 @@ mod tests {
 /// The clock of `time.monotonic()` (`CLOCK_MONOTONIC`), in seconds, computed the way the
 /// interpreter does (integer nanoseconds, then one division) so both give the same float.
 pub fn monotonic() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported on the
-    // platforms mio runs on, so the call cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    let ns = crate::stats::clock::monotonic_nanos();
     if ns % 1_000_000_000 == 0 {
         (ns / 1_000_000_000) as f64
     } else {

@@ -47,8 +47,7 @@ def get_until_up(url: str, proc: subprocess.Popen[str], timeout: float = 30.0) -
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return str(r.read().decode())
+            return fetch(url)
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 out = proc.communicate(timeout=5)[0] if proc.poll() is not None else ""

@@ -139,22 +139,21 @@ def instrument_opentelemetry(
         return observe
 
     instruments = []
-    for name, attr, doc in _COUNTERS:
-        unit = "s" if name.endswith("_seconds") else "1"
-        otel_name = "oxloop.loop." + name.removesuffix("_seconds").replace("_", ".")
-        if unit == "s":
-            otel_name += ".time"
-        instruments.append(
-            meter.create_observable_counter(
-                otel_name, callbacks=[reader(attr)], unit=unit, description=doc
+    # A counter of seconds is a time spent (`oxloop.loop.poll.time`); a gauge of seconds a lag.
+    kinds = [(meter.create_observable_counter, _COUNTERS, ".time"),
+             (meter.create_observable_gauge, _GAUGES, "")]
+    for create, table, seconds_suffix in kinds:
+        for name, attr, doc in table:
+            seconds = name.endswith("_seconds")
+            otel_name = "oxloop.loop." + name.removesuffix("_seconds").replace("_", ".")
+            if seconds:
+                otel_name += seconds_suffix
+            instruments.append(
+                create(
+                    otel_name,
+                    callbacks=[reader(attr)],
+                    unit="s" if seconds else "1",
+                    description=doc,
+                )
             )
-        )
-    for name, attr, doc in _GAUGES:
-        unit = "s" if name.endswith("_seconds") else "1"
-        otel_name = "oxloop.loop." + name.removesuffix("_seconds").replace("_", ".")
-        instruments.append(
-            meter.create_observable_gauge(
-                otel_name, callbacks=[reader(attr)], unit=unit, description=doc
-            )
-        )
     return instruments
